@@ -1,6 +1,6 @@
 """mmcourse: a hands-on course on multimodal AI (vision + language).
 
-``import mmcourse`` stays light: it imports torch and numpy only. Heavier pieces (transformers in
+``import mmcourse`` is light: it imports nothing heavy until a function needs it. Heavier pieces (transformers in
 :mod:`mmcourse.hf`, matplotlib in :mod:`mmcourse.viz`, ipywidgets in :mod:`mmcourse.widgets`) are imported by
 the modules that need them.
 """
@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import os
 import random
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import torch
 
 __version__ = "0.1.0"
 
@@ -20,6 +21,8 @@ __all__ = ["__version__", "setup", "pick_device"]
 
 def pick_device() -> torch.device:
     """The best available device: ``cuda`` > ``mps`` > ``cpu``."""
+    import torch
+
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
@@ -43,8 +46,11 @@ def setup(seed: int = 0, *, deterministic: bool = True, device: str | torch.devi
     """
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    import numpy as np
+    import torch
+
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002  (seeding the legacy global RNG is the point here)
     torch.manual_seed(seed)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

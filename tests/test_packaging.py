@@ -1,0 +1,85 @@
+"""Packaging promises: light import, no exact pins, a valid conda env, README commands CI really runs."""
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import tomllib
+import yaml
+
+import mmcourse
+
+ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_version_matches_metadata():
+    assert mmcourse.__version__ == PYPROJECT["project"]["version"]
+
+
+def test_import_is_light():
+    code = "import sys, mmcourse; print(sorted(m for m in ('torch', 'transformers', 'matplotlib', 'ipywidgets') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_no_exact_pins_and_no_torchvision():
+    deps = PYPROJECT["project"]["dependencies"] + sum(PYPROJECT["project"]["optional-dependencies"].values(), [])
+    for dep in deps:
+        assert "==" not in dep, f"exact pin in package metadata: {dep}"
+        assert not dep.startswith("torchvision"), "the course must not need torchvision"
+    names = {re.split(r"[<>=!~\[ ;]", d)[0] for d in PYPROJECT["project"]["dependencies"]}
+    assert {"torch", "transformers", "matplotlib", "ipywidgets", "tqdm", "numpy"} <= names
+    dev = {re.split(r"[<>=!~\[ ;]", d)[0] for d in PYPROJECT["project"]["optional-dependencies"]["dev"]}
+    assert {"jupyterlab", "nbval", "nbclient", "nbformat", "pytest", "pytest-xdist", "ruff", "ipykernel"} <= dev
+
+
+def test_environment_yml_creates_the_course_env():
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    assert env["name"] == "mmcourse"
+    assert "python=3.11" in env["dependencies"]
+    assert "pip" in env["dependencies"]
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert any(re.fullmatch(r"-e \.(\[dev\])?|\.\[dev\]|-e \"?\.\[dev\]\"?", p) for p in pip_section), pip_section
+
+
+def _readme_commands():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"<!-- (open|test)-command -->\s*```(?:bash|sh)?\n(.*?)\n```", readme, flags=re.S)
+    return dict(blocks)
+
+
+def test_readme_has_exactly_two_one_line_setup_commands():
+    commands = _readme_commands()
+    assert set(commands) == {"open", "test"}
+    for name, cmd in commands.items():
+        assert "\n" not in cmd.strip(), f"the {name} command must be one line: {cmd!r}"
+        assert 'pip install -e ".[dev]"' in cmd, cmd
+    assert "jupyter lab" in commands["open"]
+    assert "pytest" in commands["test"]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "test-command" in ci and "README.md" in ci, ".ci/run must extract and run the README's test command"
+    assert "HF_HUB_OFFLINE=1" in ci
+
+
+def test_setup_is_deterministic_and_returns_a_device():
+    import torch
+
+    device = mmcourse.setup(123)
+    a = torch.rand(3)
+    mmcourse.setup(123)
+    b = torch.rand(3)
+    assert torch.equal(a, b) and isinstance(device, torch.device)
+    assert mmcourse.setup(0, device="cpu") == torch.device("cpu")
+
+
+def test_setup_rejects_bad_seeds():
+    import pytest
+
+    for bad in (-1, 1.5, "0", True):
+        with pytest.raises(ValueError, match="seed"):
+            mmcourse.setup(bad)
