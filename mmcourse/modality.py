@@ -1,0 +1,174 @@
+"""Modalities as sources of information: complementary, redundant, and corrupted (chapter 1, article §1.1).
+
+The article's table contrasts unimodal and multimodal AI by *information source* (one channel vs complementary
+channels) and *fault tolerance* (low vs higher: sources check each other). Chapter 1 measures both with one
+network, :class:`~mmcourse.fusion.EarlyFusionClassifier`, fed three ways:
+
+* ``use="image"`` — the text input is blanked (only ``[CLS] [EOS]``), so the model sees the image alone;
+* ``use="text"`` — the image is blanked (all zeros), so the model reads the text alone;
+* ``use="both"`` — the fused model, optionally trained with *modality corruption* (each training example gets one
+  of its modalities corrupted with probability ``corruption``) so it learns to cross-check its sources.
+
+Corruptions for the fault-tolerance experiment: :func:`corrupt_images` (Gaussian pixel noise) and
+:func:`drop_words` (words replaced by ``[UNK]``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from mmcourse._checks import check_choice, check_positive, check_same_size, check_tensor
+from mmcourse.encoders import SmallCNN, TextTransformer
+from mmcourse.fusion import EarlyFusionClassifier
+from mmcourse.train import fit
+
+USES = ("image", "text", "both")
+
+
+def _check_level(value, name: str, high: float, batch: int | None = None) -> torch.Tensor | float:
+    """A level in [0, high]: a number, or (with ``batch``) a ``(B,)`` tensor of per-example levels."""
+    if isinstance(value, torch.Tensor) and batch is not None:
+        if value.shape != (batch,) or not value.is_floating_point():
+            raise ValueError(f"{name} as a tensor must be float of shape ({batch},), got {tuple(value.shape)}")
+        if not ((value >= 0) & (value <= high)).all():
+            raise ValueError(f"{name} values must lie in [0, {high}]")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+        raise ValueError(f"{name} must be a number in [0, {high}], got {value!r}")
+    return float(value)
+
+
+def corrupt_images(images: torch.Tensor, noise, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Add Gaussian pixel noise of standard deviation ``noise`` (a number, or one per image ``(B,)``) and clamp
+    to [0, 1]: ``(B, 3, H, W)`` → same."""
+    check_tensor(images, "images", ndim=4, floating=True)
+    noise = _check_level(noise, "noise", 10.0, images.size(0))
+    if isinstance(noise, torch.Tensor):
+        noise = noise.to(images)[:, None, None, None]
+    eps = torch.randn(images.shape, generator=generator, dtype=images.dtype).to(images.device)
+    return (images + noise * eps).clamp(0, 1)
+
+
+def drop_words(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    p: float,
+    unk_id: int,
+    special_ids: set[int] | list[int],
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Replace each real, non-special token by ``unk_id`` with probability ``p`` (a number, or one per row
+    ``(B,)``): ``(B, L)`` → ``(B, L)``."""
+    check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+    check_tensor(attention_mask, "attention_mask", ndim=2)
+    if input_ids.shape != attention_mask.shape:
+        raise ValueError(f"input_ids and attention_mask must have the same shape, got {tuple(input_ids.shape)} "
+                         f"and {tuple(attention_mask.shape)}")
+    p = _check_level(p, "p", 1.0, input_ids.size(0))
+    if isinstance(p, torch.Tensor):
+        p = p.to(input_ids.device)[:, None]
+    words = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(sorted(special_ids), device=input_ids.device))
+    drop = torch.rand(input_ids.shape, generator=generator).to(input_ids.device) < p
+    return input_ids.masked_fill(words & drop, unk_id)
+
+
+def blank_text(input_ids: torch.Tensor, attention_mask: torch.Tensor, cls_id: int, eos_id: int, pad_id: int):
+    """The empty sentence ``[CLS] [EOS] [PAD] ...`` for every row: ``(B, L)`` → ``(ids, mask)`` of the same shape."""
+    ids = torch.full_like(input_ids, pad_id)
+    ids[:, 0], ids[:, 1] = cls_id, eos_id
+    mask = torch.zeros_like(attention_mask)
+    mask[:, :2] = 1
+    return ids, mask
+
+
+class ModalityClassifier(nn.Module):
+    """An :class:`EarlyFusionClassifier` (SmallCNN + TextTransformer) that can be told which modality to use.
+
+    ``forward(images (B,3,H,W), input_ids (B,L), attention_mask (B,L))`` → logits ``(B, num_classes)``; the
+    modality not in ``self.use`` is blanked before the encoders see it.
+    """
+
+    def __init__(self, vocab_size: int, num_classes: int, tokenizer, use: str = "both", dim: int = 64,
+                 width: int = 8, max_len: int = 16):
+        super().__init__()
+        check_choice(use, "use", USES)
+        self.use, self.tokenizer = use, tokenizer
+        self.model = EarlyFusionClassifier(
+            SmallCNN(width=width, dim=dim), TextTransformer(vocab_size, dim=dim, depth=1, num_heads=4, max_len=max_len),
+            num_classes,
+        )
+
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        check_same_size(images, input_ids, "images", "input_ids")
+        if self.use == "text":
+            images = torch.zeros_like(images)
+        elif self.use == "image":
+            t = self.tokenizer
+            input_ids, attention_mask = blank_text(input_ids, attention_mask, t.cls_id, t.eos_id, t.pad_id)
+        return self.model(images, input_ids, attention_mask)
+
+
+def corrupt_batch(batch: dict[str, torch.Tensor], rate: float, tokenizer, generator: torch.Generator | None = None):
+    """Training augmentation: each example, with probability ``rate``, gets ONE modality corrupted — its image
+    with noise of a random level in [0, 1], or its words dropped with a random probability in [0, 1]."""
+    _check_level(rate, "rate", 1.0)
+    images, ids, mask = batch["images"], batch["input_ids"], batch["attention_mask"]
+    n, device = images.size(0), images.device
+    hit = torch.rand(n, generator=generator).to(device) < rate
+    on_image = torch.rand(n, generator=generator).to(device) < 0.5
+    level = torch.rand(n, generator=generator)
+    noisy = corrupt_images(images, level, generator)
+    dropped = drop_words(ids, mask, level, tokenizer.unk_id, tokenizer.special_ids, generator)
+    return {**batch,
+            "images": torch.where((hit & on_image)[:, None, None, None], noisy, images),
+            "input_ids": torch.where((hit & ~on_image)[:, None], dropped, ids)}
+
+
+def train_classifier(
+    data: dict[str, torch.Tensor],
+    tokenizer,
+    num_classes: int,
+    use: str = "both",
+    *,
+    corruption: float = 0.0,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+) -> ModalityClassifier:
+    """Train a :class:`ModalityClassifier` on ``data`` = {images, input_ids, attention_mask, labels} for ``steps``,
+    corrupting a fraction ``corruption`` of each batch with :func:`corrupt_batch`."""
+    for key in ("images", "input_ids", "attention_mask", "labels"):
+        if key not in data:
+            raise ValueError(f"data must contain {key!r}, got keys {sorted(data)}")
+    check_positive(steps, "steps", integer=True)
+    torch.manual_seed(seed)
+    model = ModalityClassifier(tokenizer.vocab_size, num_classes, tokenizer, use=use,
+                               max_len=data["input_ids"].size(1))
+    generator = torch.Generator().manual_seed(seed)
+
+    def step(m, batch):
+        if corruption > 0:
+            batch = corrupt_batch(batch, corruption, tokenizer, generator)
+        logits = m(batch["images"], batch["input_ids"], batch["attention_mask"])
+        return F.cross_entropy(logits, batch["labels"])
+
+    fit(model, step, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
+    return model.eval()
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, data: dict[str, torch.Tensor], batch_size: int = 512) -> float:
+    """Fraction of ``data["labels"]`` that ``model`` predicts correctly (evaluated in chunks, eval mode)."""
+    model.eval()
+    device = next(model.parameters()).device
+    correct = 0
+    n = data["labels"].size(0)
+    for start in range(0, n, batch_size):
+        part = {k: v[start:start + batch_size].to(device) for k, v in data.items()}
+        logits = model(part["images"], part["input_ids"], part["attention_mask"])
+        correct += (logits.argmax(-1) == part["labels"]).sum().item()
+    return correct / n

@@ -1,0 +1,85 @@
+"""Chapter 1's modality switches and corruptions."""
+
+import pytest
+import torch
+
+from mmcourse.data import ShapesWorld, Tokenizer
+from mmcourse.modality import (
+    ModalityClassifier,
+    accuracy,
+    blank_text,
+    corrupt_batch,
+    corrupt_images,
+    drop_words,
+    train_classifier,
+)
+
+WORLD = ShapesWorld(64, image_size=16, max_objects=1, seed=0)
+TOK = Tokenizer.from_world(WORLD)
+IDS, MASK = TOK.encode(WORLD.captions, max_len=8)
+DATA = {"images": WORLD.images, "input_ids": IDS, "attention_mask": MASK, "labels": WORLD.labels}
+
+
+def test_corrupt_images_noise_levels():
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(corrupt_images(WORLD.images, 0.0, g), WORLD.images)
+    noisy = corrupt_images(WORLD.images, 0.5, g)
+    assert noisy.shape == WORLD.images.shape and noisy.min() >= 0 and noisy.max() <= 1
+    assert (noisy - WORLD.images).abs().mean() > 0.1
+    per_image = corrupt_images(WORLD.images, torch.tensor([0.0] * 32 + [1.0] * 32), g)
+    assert torch.equal(per_image[:32], WORLD.images[:32]) and not torch.equal(per_image[32:], WORLD.images[32:])
+
+
+def test_drop_words_keeps_special_tokens_and_padding():
+    dropped = drop_words(IDS, MASK, 1.0, TOK.unk_id, TOK.special_ids)
+    special = torch.isin(IDS, torch.tensor(TOK.special_ids))
+    assert torch.equal(dropped[special], IDS[special])
+    assert (dropped[~special] == TOK.unk_id).all()
+    assert torch.equal(drop_words(IDS, MASK, 0.0, TOK.unk_id, TOK.special_ids), IDS)
+
+
+def test_blank_text_is_the_empty_sentence():
+    ids, mask = blank_text(IDS, MASK, TOK.cls_id, TOK.eos_id, TOK.pad_id)
+    assert TOK.decode(ids[0]) == "" and mask.sum(1).eq(2).all()
+
+
+def test_modality_switch_really_ignores_the_other_input():
+    torch.manual_seed(0)
+    image_only = ModalityClassifier(TOK.vocab_size, 24, TOK, use="image", max_len=8).eval()
+    text_only = ModalityClassifier(TOK.vocab_size, 24, TOK, use="text", max_len=8).eval()
+    other_ids = IDS.roll(1, dims=0)
+    other_mask = MASK.roll(1, dims=0)
+    with torch.no_grad():
+        assert torch.allclose(image_only(WORLD.images, IDS, MASK), image_only(WORLD.images, other_ids, other_mask))
+        assert torch.allclose(text_only(WORLD.images, IDS, MASK), text_only(torch.rand_like(WORLD.images), IDS, MASK))
+
+
+def test_corrupt_batch_touches_at_most_one_modality_per_example():
+    out = corrupt_batch(DATA, 1.0, TOK, torch.Generator().manual_seed(1))
+    image_changed = (out["images"] != DATA["images"]).flatten(1).any(1)
+    text_changed = (out["input_ids"] != DATA["input_ids"]).any(1)
+    assert not (image_changed & text_changed).any() and image_changed.any() and text_changed.any()
+    untouched = corrupt_batch(DATA, 0.0, TOK, torch.Generator().manual_seed(1))
+    assert torch.equal(untouched["images"], DATA["images"]) and torch.equal(untouched["input_ids"], IDS)
+
+
+def test_training_learns_from_text_alone():
+    model = train_classifier(DATA, TOK, 24, use="text", steps=60, batch_size=32, lr=1e-2)
+    assert accuracy(model, DATA) > 0.5  # chance is 1/24
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: corrupt_images(WORLD.images, -0.1), "noise"),
+        (lambda: corrupt_images(WORLD.images[0], 0.1), "4-D"),
+        (lambda: drop_words(IDS, MASK, 1.5, 6, TOK.special_ids), r"p must be a number in \[0, 1"),
+        (lambda: drop_words(IDS, MASK[:, :3], 0.5, 6, TOK.special_ids), "same shape"),
+        (lambda: ModalityClassifier(10, 2, TOK, use="audio"), "use must be one of"),
+        (lambda: train_classifier({"images": WORLD.images}, TOK, 24), "must contain 'input_ids'"),
+        (lambda: corrupt_batch(DATA, 2.0, TOK), "rate"),
+    ],
+)
+def test_bad_input(call, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        call()
