@@ -74,10 +74,10 @@ def drop_words(
     return input_ids.masked_fill(words & drop, unk_id)
 
 
-def blank_text(input_ids: torch.Tensor, attention_mask: torch.Tensor, cls_id: int, eos_id: int, pad_id: int):
+def blank_text(input_ids: torch.Tensor, attention_mask: torch.Tensor, tokenizer):
     """The empty sentence ``[CLS] [EOS] [PAD] ...`` for every row: ``(B, L)`` → ``(ids, mask)`` of the same shape."""
-    ids = torch.full_like(input_ids, pad_id)
-    ids[:, 0], ids[:, 1] = cls_id, eos_id
+    ids = torch.full_like(input_ids, tokenizer.pad_id)
+    ids[:, 0], ids[:, 1] = tokenizer.cls_id, tokenizer.eos_id
     mask = torch.zeros_like(attention_mask)
     mask[:, :2] = 1
     return ids, mask
@@ -86,8 +86,10 @@ def blank_text(input_ids: torch.Tensor, attention_mask: torch.Tensor, cls_id: in
 class ModalityClassifier(nn.Module):
     """An :class:`EarlyFusionClassifier` (SmallCNN + TextTransformer) that can be told which modality to use.
 
-    ``forward(images (B,3,H,W), input_ids (B,L), attention_mask (B,L))`` → logits ``(B, num_classes)``; the
-    modality not in ``self.use`` is blanked before the encoders see it.
+    ``forward(images (B,3,H,W), input_ids (B,L), attention_mask (B,L), drop_image=None (B,) bool,
+    drop_text=None (B,) bool)`` → logits ``(B, num_classes)``. A modality not in ``self.use`` is blanked for every
+    example; ``drop_image`` / ``drop_text`` blank it for chosen examples only (modality dropout in training).
+    Set ``model.use`` to ``"image"``, ``"text"`` or ``"both"`` to evaluate one trained model in each regime.
     """
 
     def __init__(self, vocab_size: int, num_classes: int, tokenizer, use: str = "both", dim: int = 64,
@@ -100,13 +102,21 @@ class ModalityClassifier(nn.Module):
             num_classes,
         )
 
-    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                drop_image: torch.Tensor | None = None, drop_text: torch.Tensor | None = None) -> torch.Tensor:
         check_same_size(images, input_ids, "images", "input_ids")
-        if self.use == "text":
-            images = torch.zeros_like(images)
-        elif self.use == "image":
-            t = self.tokenizer
-            input_ids, attention_mask = blank_text(input_ids, attention_mask, t.cls_id, t.eos_id, t.pad_id)
+        check_choice(self.use, "use", USES)
+        batch, device = images.size(0), images.device
+        no_image = torch.full((batch,), self.use == "text", device=device)
+        no_text = torch.full((batch,), self.use == "image", device=device)
+        if drop_image is not None:
+            no_image = no_image | drop_image.to(device)
+        if drop_text is not None:
+            no_text = no_text | drop_text.to(device)
+        empty_ids, empty_mask = blank_text(input_ids, attention_mask, self.tokenizer)
+        images = torch.where(no_image[:, None, None, None], torch.zeros_like(images), images)
+        input_ids = torch.where(no_text[:, None], empty_ids, input_ids)
+        attention_mask = torch.where(no_text[:, None], empty_mask, attention_mask)
         return self.model(images, input_ids, attention_mask)
 
 
@@ -132,6 +142,7 @@ def train_classifier(
     num_classes: int,
     use: str = "both",
     *,
+    modality_dropout: float = 0.0,
     corruption: float = 0.0,
     steps: int = 300,
     batch_size: int = 64,
@@ -139,8 +150,13 @@ def train_classifier(
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> ModalityClassifier:
-    """Train a :class:`ModalityClassifier` on ``data`` = {images, input_ids, attention_mask, labels} for ``steps``,
-    corrupting a fraction ``corruption`` of each batch with :func:`corrupt_batch`."""
+    """Train a :class:`ModalityClassifier` on ``data`` = {images, input_ids, attention_mask, labels} for ``steps``.
+
+    ``modality_dropout``: probability that a training example loses one modality (image or text, 50/50), so one
+    model learns to answer from the image alone, the text alone, and both. ``corruption``: probability that a
+    training example gets one modality corrupted (:func:`corrupt_batch`), so it learns to cross-check sources.
+    """
+    _check_level(modality_dropout, "modality_dropout", 1.0)
     for key in ("images", "input_ids", "attention_mask", "labels"):
         if key not in data:
             raise ValueError(f"data must contain {key!r}, got keys {sorted(data)}")
@@ -153,7 +169,11 @@ def train_classifier(
     def step(m, batch):
         if corruption > 0:
             batch = corrupt_batch(batch, corruption, tokenizer, generator)
-        logits = m(batch["images"], batch["input_ids"], batch["attention_mask"])
+        n = batch["labels"].size(0)
+        dropped = torch.rand(n, generator=generator) < modality_dropout
+        image_side = torch.rand(n, generator=generator) < 0.5
+        logits = m(batch["images"], batch["input_ids"], batch["attention_mask"],
+                   drop_image=dropped & image_side, drop_text=dropped & ~image_side)
         return F.cross_entropy(logits, batch["labels"])
 
     fit(model, step, data, steps=steps, batch_size=batch_size, lr=lr, seed=seed, device=device)
@@ -161,8 +181,16 @@ def train_classifier(
 
 
 @torch.no_grad()
-def accuracy(model: nn.Module, data: dict[str, torch.Tensor], batch_size: int = 512) -> float:
-    """Fraction of ``data["labels"]`` that ``model`` predicts correctly (evaluated in chunks, eval mode)."""
+def accuracy(model: nn.Module, data: dict[str, torch.Tensor], use: str | None = None, batch_size: int = 512) -> float:
+    """Fraction of ``data["labels"]`` that ``model`` predicts correctly (in chunks, eval mode); ``use`` evaluates a
+    :class:`ModalityClassifier` on the image alone, the text alone or both (its own setting is restored)."""
+    if use is not None:
+        check_choice(use, "use", USES)
+        saved, model.use = model.use, use
+        try:
+            return accuracy(model, data, None, batch_size)
+        finally:
+            model.use = saved
     model.eval()
     device = next(model.parameters()).device
     correct = 0

@@ -103,7 +103,8 @@ def setup_source(url: str) -> str:
         "except ImportError:\n"
         "    IN_COLAB = False\n"
         "if IN_COLAB:\n"
-        f'    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "mmcourse @ git+{url}"], check=True)'
+        f'    package = "mmcourse @ git+{url}"\n'
+        '    subprocess.run([sys.executable, "-m", "pip", "install", "-q", package], check=True)'
     )
 
 

@@ -39,7 +39,7 @@ def test_drop_words_keeps_special_tokens_and_padding():
 
 
 def test_blank_text_is_the_empty_sentence():
-    ids, mask = blank_text(IDS, MASK, TOK.cls_id, TOK.eos_id, TOK.pad_id)
+    ids, mask = blank_text(IDS, MASK, TOK)
     assert TOK.decode(ids[0]) == "" and mask.sum(1).eq(2).all()
 
 
@@ -66,6 +66,20 @@ def test_corrupt_batch_touches_at_most_one_modality_per_example():
 def test_training_learns_from_text_alone():
     model = train_classifier(DATA, TOK, 24, use="text", steps=60, batch_size=32, lr=1e-2)
     assert accuracy(model, DATA) > 0.5  # chance is 1/24
+    assert accuracy(model, DATA, use="image") < 0.3 and model.use == "text"  # override is temporary
+
+
+def test_modality_dropout_blanks_per_example():
+    torch.manual_seed(0)
+    model = ModalityClassifier(TOK.vocab_size, 24, TOK, max_len=8).eval()
+    blank = torch.zeros(64, dtype=torch.bool)
+    blank[:5] = True
+    with torch.no_grad():
+        full = model(WORLD.images, IDS, MASK)
+        part = model(WORLD.images, IDS, MASK, drop_image=blank)
+        model.use = "text"
+        text_only = model(WORLD.images, IDS, MASK)
+    assert torch.allclose(part[5:], full[5:]) and torch.allclose(part[:5], text_only[:5])
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,78 @@
+"""Grading throughput: a class of exercise-set-1 submissions graded with 2 workers (``mmcourse grade``).
+
+Every submission runs in a fresh kernel (kernel start + ``import torch`` dominate: roughly 4 s of CPU each), then
+the public and hidden tests run in the same kernel. The class mixes complete, empty and partly wrong notebooks,
+all under "Copy of …" names. Target (issue 9): 40 submissions in at most 2 minutes on a 2-core CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import tempfile
+from pathlib import Path
+
+import nbformat
+
+from mmcourse.grading.grader import GradingOptions, default_hidden_dir, grade_directory
+from mmcourse.grading.layout import MASTERS_DIR, STUDENT_DIR, course_root
+from mmcourse.timing import measure
+
+WRONG_DROPOUT = (
+    "def modality_dropout(image_features, text_features, p, generator=None):\n"
+    "    return image_features.clone(), text_features.clone()"
+)
+
+
+def _class_of(n: int, directory: Path) -> None:
+    """Write ``n`` submissions: complete (master), empty (student) and partly wrong ones, in turn."""
+    root = course_root()
+    master = nbformat.read(str(root / MASTERS_DIR / "ex01_overview.ipynb"), as_version=4)
+    student = nbformat.read(str(root / STUDENT_DIR / "ex01_overview.ipynb"), as_version=4)
+    partial = copy.deepcopy(master)
+    for cell in partial.cells:
+        if cell.cell_type == "code" and cell.source.startswith("def modality_dropout("):
+            cell.source = WRONG_DROPOUT
+    kinds = [master, student, partial]
+    for i in range(n):
+        nbformat.write(kinds[i % 3], str(directory / f"Copy of ex01_overview ({i + 1}).ipynb"))
+
+
+def _grade_class(n: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
+        submissions = Path(tmp) / "submissions"
+        submissions.mkdir()
+        _class_of(n, submissions)
+        options = GradingOptions(workers=2, timeout=120, hidden_dir=default_hidden_dir())
+        summaries = []
+        timing = measure(
+            lambda: summaries.append(grade_directory(submissions, Path(tmp) / "grades.csv", options=options)),
+            warmup=0,
+            repeats=1,
+        )
+    return {
+        "submissions": n,
+        "workers": 2,
+        "graded": sum(o.graded for o in summaries[-1].outcomes),
+        "wall_s": round(timing.median, 1),
+        "s_per_submission": round(timing.median / n, 2),
+    }
+
+
+def run(quick: bool = False) -> dict:
+    rows = [_grade_class(n) for n in ([2] if quick else [40])]
+    return {
+        "title": "Grading exercise set 1 submissions (fresh kernel each, public + hidden tests)",
+        "columns": ["submissions", "workers", "graded", "wall_s", "s_per_submission"],
+        "rows": rows,
+        "notes": "One run (a run is long and the machine is shared: wall times vary with load). Each submission "
+        "costs a kernel start and `import torch`; with 2 workers on 2 cores the CPU is the limit.",
+    }
+
+
+if __name__ == "__main__":
+    result = run()
+    print(result["title"])
+    print("  ".join(f"{c:>16s}" for c in result["columns"]))
+    for row in result["rows"]:
+        print("  ".join(f"{row[c]!s:>16s}" for c in result["columns"]))
+    print(result["notes"])

@@ -1,0 +1,160 @@
+"""Command line of the exercise tools: ``mmcourse grade …`` and ``mmcourse exercises …``.
+
+Registered into ``mmcourse``'s command dispatcher through :func:`add_parser`; this module imports nothing heavy
+(the grader's dependencies are imported when a command runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+__all__ = ["add_parser"]
+
+
+def add_parser(subparsers) -> None:
+    """Register ``grade`` and ``exercises`` on an ``argparse`` subparsers object."""
+    grade = subparsers.add_parser(
+        "grade",
+        help="grade a folder of submitted exercise notebooks into a gradebook CSV",
+        description="Run every submission in a fresh kernel, run public + hidden tests, write a gradebook CSV "
+        "(one row per file) and a feedback file per submission. Exit code 0 only if every submission was graded.",
+    )
+    grade.add_argument("submissions", type=Path, help="folder of submitted notebooks (searched recursively)")
+    grade.add_argument("--out", type=Path, required=True, help="gradebook CSV to write")
+    grade.add_argument(
+        "--feedback-dir",
+        type=Path,
+        default=None,
+        help="where to write feedback files (default: <out stem>_feedback/ next to the CSV)",
+    )
+    grade.add_argument("--workers", type=int, default=2, help="submissions graded in parallel (default 2)")
+    grade.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds for all of a notebook's cells (default 120)"
+    )
+    grade.add_argument(
+        "--grading-timeout", type=float, default=60.0, help="seconds for running the tests of one notebook (default 60)"
+    )
+    grade.add_argument("--test-timeout", type=float, default=10.0, help="seconds per test (default 10)")
+    grade.add_argument(
+        "--memory-mb", type=int, default=4096, help="address-space limit per kernel in MiB, 0 for none (default 4096)"
+    )
+    hidden = grade.add_mutually_exclusive_group()
+    hidden.add_argument(
+        "--hidden",
+        type=Path,
+        default=None,
+        help="folder of hidden tests (default: exercises/instructor/hidden of this checkout)",
+    )
+    hidden.add_argument("--public-only", action="store_true", help="grade with the public tests only")
+    grade.add_argument(
+        "--set",
+        dest="force_set",
+        default=None,
+        help="grade every submission as this set (e.g. ex04) when metadata was lost",
+    )
+    grade.add_argument("--quiet", action="store_true", help="no progress lines")
+    grade.set_defaults(func=_grade)
+
+    exercises = subparsers.add_parser("exercises", help="author and release the exercise notebooks")
+    sub = exercises.add_subparsers(dest="exercises_command", required=True)
+    gen = sub.add_parser("generate", help="regenerate the student notebooks in exercises/ from the masters")
+    gen.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if a student notebook is missing or out of date"
+    )
+    gen.set_defaults(func=_generate)
+    rel = sub.add_parser("release", help="build the student edition (no solutions, no hidden tests)")
+    rel.add_argument("out_dir", type=Path, help="folder to create (must not exist or be empty, unless --force)")
+    rel.add_argument("--force", action="store_true", help="replace a non-empty OUT_DIR")
+    rel.set_defaults(func=_release)
+    lst = sub.add_parser("list", help="list the exercise sets, their questions and points")
+    lst.set_defaults(func=_list)
+
+
+def _grade(args: argparse.Namespace) -> int:
+    from mmcourse.grading.grader import GradingOptions, default_hidden_dir, grade_directory
+
+    if args.public_only:
+        hidden_dir = None
+    else:
+        hidden_dir = args.hidden if args.hidden is not None else default_hidden_dir()
+        if hidden_dir is None or not hidden_dir.is_dir():
+            print(
+                "error: hidden tests not found; pass --hidden DIR (exercises/instructor/hidden) or --public-only",
+                file=sys.stderr,
+            )
+            return 2
+    try:
+        options = GradingOptions(
+            workers=args.workers,
+            timeout=args.timeout,
+            grading_timeout=args.grading_timeout,
+            test_timeout=args.test_timeout,
+            memory_mb=args.memory_mb or None,
+            hidden_dir=hidden_dir,
+            force_set=args.force_set,
+        )
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    def progress(outcome) -> None:
+        if not args.quiet:
+            score = f"{outcome.points:g}/{outcome.max_points:g}" if outcome.set_id else "-"
+            print(f"{outcome.status:15s} {score:>9s}  {outcome.submission}", flush=True)
+
+    try:
+        summary = grade_directory(
+            args.submissions, args.out, feedback_dir=args.feedback_dir, options=options, progress=progress
+        )
+    except (NotADirectoryError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    graded = sum(o.graded for o in summary.outcomes)
+    print(
+        f"graded {graded} of {len(summary.outcomes)} submissions in {summary.seconds:.1f} s -> {summary.csv_path} "
+        f"(feedback in {summary.feedback_dir})"
+    )
+    return 0 if summary.all_graded else 1
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from mmcourse.grading.authoring import generate
+
+    report = generate(check=args.check)
+    for path in report.stale:
+        print(f"out of date: {path}")
+    for path in report.orphans:
+        print(f"no master for: {path}")
+    for path in report.written:
+        print(f"wrote {path}")
+    if args.check:
+        print(
+            "student notebooks are up to date" if report.ok else "run `mmcourse exercises generate` to regenerate them"
+        )
+    return 0 if report.ok else 1
+
+
+def _release(args: argparse.Namespace) -> int:
+    from mmcourse.grading.authoring import release
+
+    try:
+        out = release(args.out_dir, force=args.force)
+    except (FileExistsError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"student edition written to {out}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from mmcourse.grading.spec import available_sets, load_set
+
+    for set_id in available_sets():
+        exercise_set = load_set(set_id)
+        print(f"{set_id}  {exercise_set.title}  (chapter {exercise_set.chapter}, version {exercise_set.version})")
+        for q in exercise_set:
+            public = sum(t.points for t in q.tests)
+            print(f"    {q.key:40s} {len(q.tests)} public tests, {public:g} public points")
+    return 0

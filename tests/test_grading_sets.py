@@ -1,0 +1,130 @@
+"""Every exercise set, run in-process (no kernel): masters score 100 %, student notebooks 0 %, specs consistent."""
+
+import re
+from pathlib import Path
+
+import nbformat
+import pytest
+from grading_fixtures import execute_in_process, hidden_tests
+
+from mmcourse.grading.authoring import master_questions
+from mmcourse.grading.layout import MASTERS_DIR, STUDENT_DIR
+from mmcourse.grading.runner import _resolve, run_set
+from mmcourse.grading.spec import available_sets, load_set
+
+ROOT = Path(__file__).resolve().parent.parent
+SETS = available_sets()
+HEADING = re.compile(r"^## Question (\d+) · `(\w+)` \((\d+(?:\.\d+)?) points?\)", re.MULTILINE)
+
+
+def _master(set_id: str) -> Path:
+    return next((ROOT / MASTERS_DIR).glob(f"{set_id}_*.ipynb"))
+
+
+def _read(path: Path):
+    return nbformat.read(str(path), as_version=4)
+
+
+@pytest.mark.parametrize("set_id", SETS)
+def test_master_scores_full_marks_with_hidden_tests(set_id):
+    exercise_set, hidden = load_set(set_id), hidden_tests(set_id)
+    result = run_set(
+        exercise_set, execute_in_process(_read(_master(set_id))), hidden, time_limit=30, capture_output=True
+    )
+    assert result.points == result.max_points == exercise_set.max_points(hidden), result.report()
+
+
+@pytest.mark.parametrize("set_id", SETS)
+def test_student_notebook_scores_zero_and_says_not_implemented(set_id):
+    student = ROOT / STUDENT_DIR / _master(set_id).name
+    result = run_set(
+        load_set(set_id), execute_in_process(_read(student)), hidden_tests(set_id), time_limit=30, capture_output=True
+    )
+    assert result.points == 0.0
+    for question in result.questions:
+        assert question.max_points > 0
+        for test in question.tests:
+            assert any("not implemented yet" in line for line in test.message), (question.key, test.name)
+        assert "not implemented yet: replace `raise NotImplementedError` with your code" in question.report()
+
+
+@pytest.mark.parametrize("set_id", SETS)
+def test_master_structure_matches_the_spec(set_id):
+    """≥ 3 questions, each defined in the master, checked right after, with its points in the heading."""
+    exercise_set, hidden = load_set(set_id), hidden_tests(set_id)
+    nb = _read(_master(set_id))
+    assert nb.metadata["mmcourse"]["exercise_set"] == set_id
+    assert len(exercise_set.questions) >= 3
+    defined = master_questions(nb)
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    headings = HEADING.findall(markdown)
+    assert [name for _, name, _ in headings] == list(exercise_set.questions)
+    assert [int(n) for n, _, _ in headings] == list(range(1, len(headings) + 1))
+    for (_, name, points), question in zip(headings, exercise_set, strict=True):
+        assert name in defined
+        assert float(points) == question.max_points(hidden), f"{question.key}: heading says {points} points"
+        assert len(question.tests) >= 2 and len(hidden.tests.get(name, [])) >= 1, question.key
+    code = [c.source.strip() for c in nb.cells if c.cell_type == "code"]
+    for question in exercise_set:
+        index = next(i for i, src in enumerate(code) if re.search(rf"^(def|class) {question.name}\b", src, re.M))
+        assert code[index + 1] == f'check("{question.key}")', f"no check cell right after {question.name}"
+    assert code[-1] == f'check("{set_id}")'
+
+
+@pytest.mark.parametrize("set_id", SETS)
+def test_forbidden_names_exist_where_their_module_does(set_id):
+    """A typo in a forbidden name would silently protect nothing: if the module exists, so must the name."""
+    import importlib
+
+    for question in load_set(set_id):
+        for dotted in question.forbidden:
+            parts = dotted.split(".")
+            shortest = 2 if parts[0] == "mmcourse" else 1  # "mmcourse" alone: the module is not written yet
+            for cut in range(len(parts) - 1, shortest - 1, -1):
+                try:
+                    importlib.import_module(".".join(parts[:cut]))
+                except ImportError:
+                    continue
+                assert _resolve(dotted) is not None, f"{question.key}: {dotted} does not exist"
+                break
+
+
+LIBRARY_ANSWERS = [
+    (
+        "ex04",
+        "clip_loss",
+        "from mmcourse.contrastive import contrastive_loss\n"
+        "def clip_loss(image_features, text_features, temperature=0.07):\n"
+        "    return contrastive_loss(image_features, text_features, temperature)\n",
+    ),
+    (
+        "ex05",
+        "sample_hard_negatives",
+        "import mmcourse.pretraining as P\n"
+        "def sample_hard_negatives(similarity, generator=None):\n"
+        "    return P.sample_hard_negatives(similarity, generator=generator)\n",
+    ),
+    (
+        "ex03",
+        "attention_weights",
+        "import torch, torch.nn.functional as F\n"
+        "def attention_weights(query, key, mask=None):\n"
+        "    eye = torch.eye(key.shape[1]).expand(key.shape[0], -1, -1)\n"
+        "    m = None if mask is None else (mask[:, None, :] if mask.dim() == 2 else mask)\n"
+        "    return F.scaled_dot_product_attention(query, key, eye, attn_mask=m)\n",
+    ),
+]
+
+
+@pytest.mark.parametrize("set_id, name, source", LIBRARY_ANSWERS, ids=[f"{s}.{n}" for s, n, _ in LIBRARY_ANSWERS])
+def test_answers_that_call_the_reference_implementation_score_zero(set_id, name, source):
+    import linecache
+
+    namespace = execute_in_process(_read(_master(set_id)))
+    filename = f"<cell {name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), namespace)
+    question = load_set(set_id)[name]
+    result = run_set(load_set(set_id), namespace, hidden_tests(set_id), capture_output=True)[name]
+    assert result.points == 0.0 and "reference implementation" in result.violation, result.report()
+    assert result.max_points == question.max_points(hidden_tests(set_id))
