@@ -147,6 +147,7 @@ def train_classifier(
     steps: int = 300,
     batch_size: int = 64,
     lr: float = 3e-3,
+    width: int = 8,
     seed: int = 0,
     device: torch.device | str = "cpu",
 ) -> ModalityClassifier:
@@ -162,7 +163,7 @@ def train_classifier(
             raise ValueError(f"data must contain {key!r}, got keys {sorted(data)}")
     check_positive(steps, "steps", integer=True)
     torch.manual_seed(seed)
-    model = ModalityClassifier(tokenizer.vocab_size, num_classes, tokenizer, use=use,
+    model = ModalityClassifier(tokenizer.vocab_size, num_classes, tokenizer, use=use, width=width,
                                max_len=data["input_ids"].size(1))
     generator = torch.Generator().manual_seed(seed)
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-#: Environment every stored output is produced in (and that the nbval tests run in, see tests/conftest.py).
+#: Environment every stored output is produced in (and that the nbval tests run in, see conftest.py).
 REFERENCE_ENV = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",

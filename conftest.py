@@ -18,4 +18,4 @@ for _key, _value in REFERENCE_ENV.items():
     os.environ[_key] = _value
 
 # Notebooks used as grader fixtures are inputs to tests, not notebooks to validate.
-collect_ignore_glob = ["fixtures/*", "**/fixtures/*"]
+collect_ignore_glob = ["tests/fixtures/*", "exercises/*"]
