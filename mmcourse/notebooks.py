@@ -181,10 +181,12 @@ def write_notebook(nb, path: Path) -> None:
     import nbformat
 
     nbformat.validate(nb)
+    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644
     fd, tmp = tempfile.mkstemp(suffix=".ipynb", dir=str(path.parent))
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             nbformat.write(nb, f)
+        os.chmod(tmp, mode)  # mkstemp creates 0600; keep the notebook readable as before
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

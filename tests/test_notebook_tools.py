@@ -85,6 +85,7 @@ def test_execute_write_and_check_round_trip(tmp_path):
     assert stored.cells[0].outputs[0].text == "1 1\n"
     assert stored.cells[1].outputs[0].data["text/plain"] == "2"
     assert [c.execution_count for c in stored.cells] == [1, 2]
+    assert path.stat().st_mode & 0o777 == 0o644  # the atomic write keeps a normal file mode
     assert "execution" not in stored.cells[0].metadata  # no timestamps: stable diffs
     assert nbt.main(["execute", "--check", str(path)]) == 0
 

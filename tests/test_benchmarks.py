@@ -1,0 +1,21 @@
+"""Smoke test: every benchmark runs in --quick mode and the report is written, so the scripts never rot."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_quick_benchmarks_run_and_write_a_report(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--out-dir", str(tmp_path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((tmp_path / "RESULTS_quick.json").read_text())
+    expected = {p.stem for p in (ROOT / "benchmarks").glob("bench_*.py")}
+    assert set(results["reports"]) == expected and not results["errors"]
+    markdown = (tmp_path / "RESULTS_quick.md").read_text()
+    for report in results["reports"].values():
+        assert report["rows"], report["title"]
+        assert report["title"] in markdown
