@@ -1,0 +1,333 @@
+"""One small training loop for every chapter: :func:`fit` and the :class:`History` it returns.
+
+The loop is deliberately plain::
+
+    for step in range(steps):
+        batch = next(batches)                      # tensors moved to the device
+        loss = step_fn(model, batch)               # you say what a step computes
+        loss.backward(); clip; optimizer.step()    # (with AMP on CUDA when asked)
+        every eval_every steps: history.eval_metrics += eval_fn(model)
+
+Train for a fixed number of ``steps`` (or ``epochs``): the same arguments give the same model, which is what
+stored notebook outputs need. ``time_budget_s`` exists for benchmarks only — on a shared machine a time budget
+gives a different model every run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from mmcourse._checks import check_positive
+
+__all__ = ["History", "fit", "move_to_device", "iterate_minibatches"]
+
+
+@dataclass
+class History:
+    """What :func:`fit` recorded.
+
+    Attributes:
+        steps: optimizer step numbers (1-based) at which ``losses`` were recorded.
+        losses: training loss per step.
+        metrics: extra per-step training values returned by the step function, plus ``"lr"``.
+        eval_steps: steps at which ``eval_fn`` ran.
+        eval_metrics: ``name → values`` returned by ``eval_fn`` (a plain float is stored as ``"eval"``).
+        seconds: wall-clock training time.
+        stopped_early: True when ``time_budget_s`` ended training before ``steps``.
+    """
+
+    steps: list[int] = field(default_factory=list)
+    losses: list[float] = field(default_factory=list)
+    metrics: dict[str, list[float]] = field(default_factory=dict)
+    eval_steps: list[int] = field(default_factory=list)
+    eval_metrics: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+    stopped_early: bool = False
+
+    @property
+    def num_steps(self) -> int:
+        return len(self.steps)
+
+    def last(self, name: str = "loss") -> float:
+        """The latest value of ``"loss"``, a training metric or an eval metric."""
+        if name == "loss":
+            series = self.losses
+        else:
+            series = self.eval_metrics.get(name, self.metrics.get(name))
+        if not series:
+            known = ["loss", *self.metrics, *self.eval_metrics]
+            raise KeyError(f"no recorded values for {name!r}; recorded: {known}")
+        return series[-1]
+
+    def smoothed_losses(self, window: int = 20) -> list[float]:
+        """Running mean of the loss over the last ``window`` steps (for plots)."""
+        check_positive(window, "window", integer=True)
+        out, total = [], 0.0
+        for i, value in enumerate(self.losses):
+            total += value
+            if i >= window:
+                total -= self.losses[i - window]
+            out.append(total / min(i + 1, window))
+        return out
+
+    def __repr__(self) -> str:
+        last = f", last loss {self.losses[-1]:.4f}" if self.losses else ""
+        evals = ", ".join(f"{k}={v[-1]:.4f}" for k, v in self.eval_metrics.items() if v)
+        return f"History({self.num_steps} steps{last}{', ' + evals if evals else ''})"
+
+
+def move_to_device(batch, device: torch.device):
+    """Move every tensor in a (nested) tuple / list / dict to ``device``; other values stay as they are."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # namedtuple
+        return type(batch)(*(move_to_device(v, device) for v in batch))
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(move_to_device(v, device) for v in batch)
+    return batch
+
+
+def _tensor_collection_size(data) -> int | None:
+    """N if ``data`` is a tensor, a tuple/list of tensors or a dict of tensors sharing dim 0, else None."""
+    if isinstance(data, torch.Tensor):
+        return data.size(0)
+    if isinstance(data, Mapping):
+        values = list(data.values())
+    elif isinstance(data, (list, tuple)):
+        values = list(data)
+    else:
+        return None
+    if not values or not all(isinstance(v, torch.Tensor) for v in values):
+        return None
+    sizes = {v.size(0) for v in values}
+    if len(sizes) != 1:
+        raise ValueError(f"data tensors must share their first dim, got sizes {sorted(sizes)}")
+    return sizes.pop()
+
+
+def _take(data, index: torch.Tensor):
+    if isinstance(data, torch.Tensor):
+        return data[index.to(data.device)]
+    if isinstance(data, Mapping):
+        return {k: v[index.to(v.device)] for k, v in data.items()}
+    return type(data)(v[index.to(v.device)] for v in data)
+
+
+def iterate_minibatches(data, batch_size: int, generator: torch.Generator, drop_last: bool = True) -> Iterator:
+    """One shuffled pass over in-memory tensors (a tensor, a tuple/list or a dict of tensors).
+
+    ``drop_last`` drops an incomplete last batch unless it is the only one.
+    """
+    n = _tensor_collection_size(data)
+    order = torch.randperm(n, generator=generator)
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield _take(data, order[start : start + batch_size])
+
+
+def _batches_per_epoch(data, batch_size: int) -> int | None:
+    n = _tensor_collection_size(data)
+    if n is not None:
+        return max(1, n // batch_size)
+    try:
+        return len(data)
+    except TypeError:
+        return None
+
+
+def _endless(data, batch_size: int, generator: torch.Generator) -> Iterator:
+    in_memory = _tensor_collection_size(data) is not None
+    while True:
+        produced = False
+        source = iterate_minibatches(data, batch_size, generator) if in_memory else iter(data)
+        for batch in source:
+            produced = True
+            yield batch
+        if not produced:
+            raise ValueError("data produced no batches")
+
+
+def _default_device(model: nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _cosine_factor(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up to 1 over ``warmup`` steps, then cosine decay to 0 at ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _split_step_output(output) -> tuple[torch.Tensor, dict[str, float]]:
+    if isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], Mapping):
+        loss, extras = output
+    else:
+        loss, extras = output, {}
+    if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
+        got = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
+        raise TypeError(f"step_fn must return a scalar loss tensor or (loss, dict of floats), got {got}")
+    return loss, {k: float(v) for k, v in extras.items()}
+
+
+def _run_eval(model: nn.Module, eval_fn: Callable, history: History, step: int) -> None:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        result = eval_fn(model)
+    model.train(was_training)
+    if result is None:
+        return
+    if not isinstance(result, Mapping):
+        result = {"eval": result}
+    history.eval_steps.append(step)
+    for name, value in result.items():
+        history.eval_metrics.setdefault(name, []).append(float(value))
+
+
+def fit(
+    model: nn.Module,
+    step_fn: Callable,
+    data: Iterable | torch.Tensor | tuple | dict,
+    *,
+    steps: int | None = None,
+    epochs: int | None = None,
+    batch_size: int = 64,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr: float = 1e-3,
+    weight_decay: float = 0.0,
+    lr_schedule: str | None = None,
+    warmup_steps: int = 0,
+    grad_clip: float | None = None,
+    device: torch.device | str | None = None,
+    amp: bool = False,
+    eval_fn: Callable[[nn.Module], Mapping[str, float] | float | None] | None = None,
+    eval_every: int | None = None,
+    progress: bool = False,
+    desc: str = "train",
+    seed: int | None = 0,
+    time_budget_s: float | None = None,
+) -> History:
+    """Train ``model`` for a fixed number of optimizer steps and return a :class:`History`.
+
+    Args:
+        model: any ``nn.Module``; moved to ``device`` (default: where its parameters already are) and put in
+            ``train()`` mode.
+        step_fn: ``step_fn(model, batch) → loss`` or ``→ (loss, {"name": float})``: the forward pass and loss of
+            one step. ``batch`` is what ``data`` yields, with its tensors on the device.
+        data: in-memory tensors — a tensor, a tuple/list or a dict of tensors sharing dim 0, shuffled into
+            minibatches of ``batch_size`` (seeded) — or any iterable of batches such as a ``DataLoader``
+            (re-iterated as often as needed).
+        steps / epochs: how long to train (exactly one of them). ``epochs`` counts full passes over ``data``.
+        optimizer: an optimizer over the model's parameters; default ``AdamW(lr, weight_decay)`` over all
+            parameters that require grad.
+        lr_schedule: ``None`` (constant) or ``"cosine"`` (linear warm-up for ``warmup_steps``, cosine to 0).
+        grad_clip: clip the global gradient norm to this value.
+        amp: mixed precision on CUDA (bfloat16 where supported, else float16 with a grad scaler); ignored on CPU.
+        eval_fn: ``eval_fn(model) → {"name": value}`` (or a float), run under ``no_grad`` in ``eval()`` mode every
+            ``eval_every`` steps and after the last step.
+        progress: show a ``tqdm.auto`` progress bar.
+        seed: seeds torch (dropout, init of lazily created things) and the minibatch order; ``None`` keeps the
+            global RNG state as it is.
+        time_budget_s: stop after this many seconds (benchmarks only; results then vary from run to run).
+    Returns:
+        the :class:`History` of losses and metrics.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not callable(step_fn):
+        raise TypeError(f"step_fn must be callable(model, batch), got {type(step_fn).__name__}")
+    if (steps is None) == (epochs is None):
+        raise ValueError(f"give exactly one of steps or epochs, got steps={steps!r}, epochs={epochs!r}")
+    check_positive(batch_size, "batch_size", integer=True)
+    if lr_schedule not in (None, "cosine"):
+        raise ValueError(f"lr_schedule must be None or 'cosine', got {lr_schedule!r}")
+    if eval_every is not None:
+        check_positive(eval_every, "eval_every", integer=True)
+    if grad_clip is not None:
+        check_positive(grad_clip, "grad_clip")
+    if time_budget_s is not None:
+        check_positive(time_budget_s, "time_budget_s")
+    if steps is not None:
+        check_positive(steps, "steps", integer=True)
+        total_steps = steps
+    else:
+        check_positive(epochs, "epochs", integer=True)
+        per_epoch = _batches_per_epoch(data, batch_size)
+        if per_epoch is None:
+            raise ValueError("epochs needs data with a length (tensors or a DataLoader); give steps instead")
+        total_steps = epochs * per_epoch
+
+    device = torch.device(device) if device is not None else _default_device(model)
+    model.to(device)
+    model.train()
+    if seed is not None:
+        torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**62, ())))
+    if optimizer is None:
+        check_positive(lr, "lr")
+        params = [p for p in model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("model has no parameters that require grad")
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+    use_amp = amp and device.type == "cuda"
+    amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
+
+    from tqdm.auto import tqdm
+
+    history = History()
+    batches = _endless(data, batch_size, generator)
+    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False)
+    start = time.perf_counter()
+    for step in range(total_steps):
+        if lr_schedule == "cosine":
+            factor = _cosine_factor(step, total_steps, warmup_steps)
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * factor
+        batch = move_to_device(next(batches), device)
+        autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+        with autocast:
+            loss, extras = _split_step_output(step_fn(model, batch))
+        if not torch.isfinite(loss.detach()):
+            bar.close()
+            raise RuntimeError(f"loss is {float(loss.detach())} at step {step + 1}: lower lr or check the inputs")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+
+        history.steps.append(step + 1)
+        history.losses.append(float(loss.detach()))
+        history.metrics.setdefault("lr", []).append(optimizer.param_groups[0]["lr"])
+        for name, value in extras.items():
+            history.metrics.setdefault(name, []).append(value)
+        bar.update(1)
+        if progress and (step % 10 == 0 or step + 1 == total_steps):
+            bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
+        if eval_fn is not None and eval_every is not None and (step + 1) % eval_every == 0:
+            _run_eval(model, eval_fn, history, step + 1)
+        if time_budget_s is not None and time.perf_counter() - start > time_budget_s and step + 1 < total_steps:
+            history.stopped_early = True
+            break
+    history.seconds = time.perf_counter() - start
+    bar.close()
+    if eval_fn is not None and (not history.eval_steps or history.eval_steps[-1] != history.steps[-1]):
+        _run_eval(model, eval_fn, history, history.steps[-1])
+    return history

@@ -1,0 +1,120 @@
+"""The shared training loop: it learns, is deterministic, records history, evaluates, validates."""
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from mmcourse.train import History, fit, iterate_minibatches, move_to_device
+
+
+def _regression_data(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 4, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5, 3.0]) + 0.7
+    return x, y
+
+
+def _mse_step(model, batch):
+    x, y = batch
+    return nn.functional.mse_loss(model(x).squeeze(-1), y)
+
+
+def test_fit_learns_a_linear_map_from_tensors():
+    torch.manual_seed(0)
+    model = nn.Linear(4, 1)
+    history = fit(model, _mse_step, _regression_data(), steps=300, batch_size=32, lr=0.05)
+    assert isinstance(history, History) and history.num_steps == 300
+    assert history.losses[-1] < 1e-3 < history.losses[0]
+    torch.testing.assert_close(model.weight.detach(), torch.tensor([[1.0, -2.0, 0.5, 3.0]]), atol=0.02, rtol=0)
+
+
+def test_same_seed_same_model_and_history():
+    results = []
+    for _ in range(2):
+        torch.manual_seed(123)  # same init
+        model = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.2), nn.Linear(8, 1))
+        history = fit(model, _mse_step, _regression_data(), steps=20, batch_size=16, seed=7)
+        results.append((history.losses, [p.detach().clone() for p in model.parameters()]))
+    assert results[0][0] == results[1][0]
+    for a, b in zip(results[0][1], results[1][1], strict=True):
+        assert torch.equal(a, b)
+
+
+def test_epochs_with_dataloader_and_dict_batches():
+    x, y = _regression_data(n=64)
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=False)
+    model = nn.Linear(4, 1)
+    history = fit(model, _mse_step, loader, epochs=3)
+    assert history.num_steps == 3 * 4
+    model = nn.Linear(4, 1)
+    history = fit(
+        model,
+        lambda m, b: nn.functional.mse_loss(m(b["x"]).squeeze(-1), b["y"]),
+        {"x": x, "y": y},
+        epochs=2,
+        batch_size=16,
+    )
+    assert history.num_steps == 2 * 4
+
+
+def test_eval_callback_metrics_and_schedule():
+    calls = []
+
+    def evaluate(model):
+        calls.append(model.training)
+        return {"weight_norm": float(model.weight.norm())}
+
+    def step(model, batch):
+        loss = _mse_step(model, batch)
+        return loss, {"twice": 2 * float(loss.detach())}
+
+    model = nn.Linear(4, 1)
+    history = fit(
+        model, step, _regression_data(), steps=25, batch_size=32, eval_fn=evaluate, eval_every=10,
+        lr_schedule="cosine", warmup_steps=5,
+    )  # fmt: skip
+    assert history.eval_steps == [10, 20, 25] and calls == [False, False, False]
+    assert model.training  # back in train mode
+    assert len(history.eval_metrics["weight_norm"]) == 3
+    assert history.metrics["twice"][0] == pytest.approx(2 * history.losses[0])
+    lrs = history.metrics["lr"]
+    assert lrs[0] == pytest.approx(1e-3 / 5) and max(lrs) == pytest.approx(1e-3) and lrs[-1] < 1e-4
+    assert history.last("weight_norm") == history.eval_metrics["weight_norm"][-1]
+    assert len(history.smoothed_losses(5)) == 25
+
+
+def test_time_budget_stops_early():
+    model = nn.Linear(4, 1)
+    history = fit(model, _mse_step, _regression_data(), steps=10**6, time_budget_s=0.05)
+    assert history.stopped_early and 0 < history.num_steps < 10**6
+
+
+def test_helpers():
+    batch = {"a": torch.ones(2), "b": [torch.zeros(1), "text"]}
+    moved = move_to_device(batch, torch.device("cpu"))
+    assert moved["b"][1] == "text" and torch.equal(moved["a"], batch["a"])
+    g = torch.Generator().manual_seed(0)
+    batches = list(iterate_minibatches((torch.arange(10), torch.arange(10) * 2), 4, g))
+    assert len(batches) == 2 and all(torch.equal(b * 2, c) for b, c in batches)
+
+
+def test_bad_inputs():
+    model = nn.Linear(4, 1)
+    data = _regression_data()
+    with pytest.raises(ValueError, match="exactly one of steps or epochs"):
+        fit(model, _mse_step, data)
+    with pytest.raises(ValueError, match="exactly one of steps or epochs"):
+        fit(model, _mse_step, data, steps=1, epochs=1)
+    with pytest.raises(ValueError, match="steps must be > 0"):
+        fit(model, _mse_step, data, steps=0)
+    with pytest.raises(ValueError, match="lr_schedule must be"):
+        fit(model, _mse_step, data, steps=1, lr_schedule="linear")
+    with pytest.raises(TypeError, match="step_fn must return a scalar loss"):
+        fit(model, lambda m, b: m(b[0]), data, steps=1)
+    with pytest.raises(ValueError, match="share their first dim"):
+        fit(model, _mse_step, (torch.randn(5, 4), torch.randn(6)), steps=1)
+    with pytest.raises(RuntimeError, match="loss is nan at step 1"):
+        fit(model, lambda m, b: m(b[0]).sum() * float("nan"), data, steps=1)
+    with pytest.raises(TypeError, match="model must be an nn.Module"):
+        fit(lambda x: x, _mse_step, data, steps=1)
