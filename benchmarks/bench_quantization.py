@@ -1,0 +1,173 @@
+"""INT8 quantization of CLIP on CPU (article §8.2): size, speed and fidelity of each ``quantize_*`` path.
+
+Targets:
+* CLIP ViT-B/32 on CPU — ≥ 3.5× smaller and ≥ 2× faster image features than float32, cosine to float32 ≥ 0.995
+  (legacy dynamic INT8 as first measured: 2.57× smaller, 1.61× faster image, 1.49× text, cosine 0.9997/0.998);
+* TinyCLIP — INT8 zero-shot accuracy within 0.5 points of float32.
+
+ViT-B/32 is built from ``CLIPConfig()`` (the article's architecture, random weights: size and speed do not depend
+on the values; cosine to float32 measures numerical fidelity). TinyCLIP is trained on ShapesWorld for a fixed
+number of steps, then every path is scored on held-out scenes. ``quick=True`` runs the same measurements on an
+untrained TinyCLIP only, in a few seconds. Latencies are best-of-rounds medians of interleaved measurements
+(:func:`mmcourse.quantization.compare_latency`); on a shared machine they still vary by ±20 %.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from mmcourse import quantization as Q
+
+PATHS = {
+    "fp32": None,
+    "dynamic (article)": Q.quantize_dynamic,
+    "dynamic + embeddings": Q.quantize_dynamic_with_embeddings,
+    "from scratch": Q.quantize_from_scratch,
+}
+
+COLUMNS = ["model", "path", "size_mb", "size_x", "image_b1_ms", "image_b1_x", "image_b8_ms", "image_b8_x",
+           "text_b1_ms", "text_b1_x", "image_cos", "text_cos", "zero_shot", "i2t_R@1"]
+
+TARGETS = {"size_x": 3.5, "image_speedup": 2.0, "cosine": 0.995, "zero_shot_drop_points": 0.5}
+
+
+def _speed_and_fidelity(label: str, models: dict, image_batches: dict, text_inputs: tuple, *,
+                        repeats: int, rounds: int) -> list[dict]:
+    """One row per path: size, image latency per batch size, text latency at batch 1, cosine to float32."""
+    from mmcourse.hf import as_clip_encoder
+
+    ids, mask = text_inputs
+    fns = {}
+    for name, model in models.items():
+        encoder = as_clip_encoder(model)
+        for b, images in image_batches.items():
+            fns[(name, f"image_b{b}")] = lambda e=encoder, x=images: e.encode_image(x, normalize=False)
+        fns[(name, "text_b1")] = lambda e=encoder: e.encode_text(ids, mask, normalize=False)
+    timings = Q.compare_latency(fns, warmup=1, repeats=repeats, rounds=rounds)
+    sizes = {name: Q.model_size_bytes(m) for name, m in models.items()}
+    reference = models["fp32"]
+    probe = next(iter(image_batches.values()))
+    rows = []
+    for name, model in models.items():
+        row = {"model": label, "path": name, "size_mb": round(sizes[name] / 1e6, 2),
+               "size_x": round(sizes["fp32"] / sizes[name], 2)}
+        for key in [k for (n, k) in fns if n == name]:
+            t, t_ref = timings[(name, key)].median, timings[("fp32", key)].median
+            row[f"{key}_ms"], row[f"{key}_x"] = round(t * 1e3, 2), round(t_ref / t, 2)
+        cos = Q.compare_features(reference, model, images=probe, input_ids=ids, attention_mask=mask)
+        row["image_cos"], row["text_cos"] = round(cos["image_cosine"], 5), round(cos["text_cosine"], 5)
+        rows.append(row)
+    return rows
+
+
+def _clip_vit_b32_rows(repeats: int, rounds: int) -> list[dict]:
+    from mmcourse.hf import load_clip
+
+    model = load_clip("openai/clip-vit-base-patch32", pretrained=False, seed=0)
+    models = {name: (model if fn is None else fn(model)) for name, fn in PATHS.items()}
+    g = torch.Generator().manual_seed(0)
+    images = {1: torch.randn(1, 3, 224, 224, generator=g), 8: torch.randn(8, 3, 224, 224, generator=g)}
+    ids = torch.randint(0, 49406, (1, 77), generator=g)
+    ids[0, 20] = model.config.text_config.eos_token_id  # a 21-token caption padded to 77
+    mask = (torch.arange(77) <= 20).long()[None]
+    return _speed_and_fidelity("CLIP ViT-B/32", models, images, (ids, mask), repeats=repeats, rounds=rounds)
+
+
+def _tinyclip_rows(quick: bool) -> tuple[list[dict], str]:
+    from mmcourse.clip import build_tiny_clip, caption_retrieval, train_tiny_clip, zero_shot_color_shape_accuracy
+    from mmcourse.data import ShapesWorld, Tokenizer
+
+    train_world = ShapesWorld(200 if quick else 3000, image_size=32, max_objects=2, seed=0)
+    test_world = ShapesWorld(100 if quick else 1000, image_size=32, max_objects=2, seed=1)
+    tok = Tokenizer.from_world(train_world)
+    start = time.perf_counter()
+    if quick:
+        torch.manual_seed(0)
+        model = build_tiny_clip(tok.vocab_size).eval()
+    else:
+        model, _ = train_tiny_clip(train_world, tok, steps=300, seed=0)
+    train_s = time.perf_counter() - start
+    models = {name: (model if fn is None else fn(model)) for name, fn in PATHS.items()}
+    images = {1: test_world.images[:1], 8: test_world.images[:8]}
+    ids, mask = tok.encode(test_world.captions[:1], max_len=16)
+    rows = _speed_and_fidelity("TinyCLIP" if quick else "TinyCLIP (trained)", models, images, (ids, mask),
+                               repeats=3 if quick else 10, rounds=1 if quick else 3)
+    n_eval = 100 if quick else 500
+    for row, m in zip(rows, models.values()):
+        row["zero_shot"] = round(100 * zero_shot_color_shape_accuracy(m, test_world, tok), 2)
+        r = caption_retrieval(m, test_world.images[:n_eval], test_world.captions[:n_eval], tok, ks=(1,))
+        row["i2t_R@1"] = round(r["i2t_R@1"], 3)
+    note = f"TinyCLIP: {'untrained' if quick else 'trained 300 steps'} ({train_s:.0f} s), i2t_R@1 on {n_eval} held-out "
+    return rows, note + "captions, "
+
+
+def _verdict(rows: list[dict]) -> str:
+    lines = []
+    clip = {r["path"]: r for r in rows if r["model"] == "CLIP ViT-B/32"}
+    for path, r in clip.items():
+        if path == "fp32":
+            continue
+        ok = (r["size_x"] >= TARGETS["size_x"] and r["image_b1_x"] >= TARGETS["image_speedup"]
+              and r["image_b8_x"] >= TARGETS["image_speedup"]
+              and min(r["image_cos"], r["text_cos"]) >= TARGETS["cosine"])
+        lines.append(f"ViT-B/32 {path}: {r['size_x']}x smaller, image {r['image_b1_x']}x (b1) / {r['image_b8_x']}x "
+                     f"(b8), text {r['text_b1_x']}x, cos {r['image_cos']}/{r['text_cos']} -> "
+                     f"{'meets' if ok else 'misses'} the target")
+    tiny = {r["path"]: r for r in rows if r["model"] == "TinyCLIP (trained)"}
+    if "fp32" in tiny:
+        for path, r in tiny.items():
+            if path != "fp32":
+                drop = tiny["fp32"]["zero_shot"] - r["zero_shot"]
+                ok = drop <= TARGETS["zero_shot_drop_points"]
+                lines.append(f"TinyCLIP {path}: zero-shot {r['zero_shot']} % vs {tiny['fp32']['zero_shot']} % "
+                             f"(drop {drop:.2f} points) -> {'meets' if ok else 'misses'} the target")
+    return "\n".join(lines)
+
+
+def run(quick: bool = False, threads: int = 1) -> dict:
+    """The table; ``threads`` = torch CPU threads while measuring (1 = the course's reference environment)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _run(quick)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _run(quick: bool) -> dict:
+    torch.manual_seed(0)
+    rows: list[dict] = []
+    if not quick:
+        rows += _clip_vit_b32_rows(repeats=5, rounds=3)
+    tiny_rows, tiny_note = _tinyclip_rows(quick)
+    rows += tiny_rows
+    for row in rows:
+        for column in COLUMNS:
+            row.setdefault(column, "-")
+    notes = (
+        f"CPU, {torch.get_num_threads()} thread(s) (the reference environment runs one), torch {torch.__version__}, "
+        f"quantized engine "
+        f"{Q.ensure_quantized_engine()}. ViT-B/32 = CLIPConfig() with random weights; image = get_image_features "
+        "at 224 px, text = get_text_features on 77 tokens; *_x = fp32 time / path time (size_x likewise); "
+        f"cos = mean cosine of the embeddings to fp32. {tiny_note}zero-shot % over colour x shape classes on "
+        "held-out one-object scenes. Latency: best-of-rounds median; the machine "
+        "is shared, expect +/-20 %.\n" + _verdict(rows)
+    )
+    return {"title": "INT8 quantization on CPU: size, speed, fidelity", "columns": COLUMNS, "rows": rows,
+            "notes": notes}
+
+
+if __name__ == "__main__":
+    import sys
+
+    result = run(quick="--quick" in sys.argv)
+    print(result["title"])
+    print(" | ".join(result["columns"]))
+    for row in result["rows"]:
+        print(" | ".join(str(row[c]) for c in result["columns"]))
+    print(result["notes"])

@@ -1,0 +1,475 @@
+"""Hugging Face interop: real CLIP models offline, a tiny HF CLIP for ShapesWorld, one interface for both.
+
+Serves article §8 (chapter 8) and every chapter that wants to show "the same thing with a real library model".
+
+* :func:`load_clip` — the article's ``openai/clip-vit-base-patch32`` at a pinned revision when it can be had
+  (Colab, or a local Hugging Face cache), otherwise the same architecture built from its config with random
+  weights, announced by one line. Unknown names that cannot be loaded raise a clear error.
+* :func:`load_clip_tokenizer` — the pretrained tokenizer, refusing the 2-token tokenizer that
+  ``CLIPTokenizer.from_pretrained`` silently returns offline in transformers 5.
+* :func:`tiny_clip_config`, :func:`build_tiny_hf_clip`, :class:`ShapesCLIPProcessor` — an HF ``CLIPModel`` sized
+  for ShapesWorld (vocabulary from :class:`mmcourse.data.Tokenizer`), with tensor/PIL preprocessing (no
+  torchvision). CLIP pools the text at the first ``eos_token_id``, so the config takes the tokenizer's ``[EOS]``
+  id, which the tokenizer always appends.
+* :func:`as_clip_encoder`, :func:`image_embeddings`, :func:`text_embeddings` — TinyCLIP and HF ``CLIPModel``
+  behind one ``encode_image`` / ``encode_text`` interface, so :mod:`mmcourse.retrieval` and
+  :func:`mmcourse.contrastive.zero_shot_classifier` work with either. transformers 5 returns an output object
+  from ``get_image_features`` / ``get_text_features`` (the projected embedding is ``.pooler_output``); 4.x
+  returns the tensor itself; both are handled.
+
+transformers is imported inside the functions that need it, so ``import mmcourse.hf`` stays light and the
+adapters work on TinyCLIP without it. Tests and notebooks run offline: set ``HF_HUB_OFFLINE=1`` before
+transformers is first imported (it reads the variable once, at import).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from collections.abc import Sequence
+from urllib.parse import urlparse
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mmcourse._checks import check_positive, check_tensor
+
+__all__ = [
+    "CLIP_VIT_B32",
+    "CLIP_VIT_L14",
+    "PINNED_REVISIONS",
+    "KNOWN_CLIP_CONFIGS",
+    "clip_config",
+    "hub_offline",
+    "hub_reachable",
+    "load_clip",
+    "load_clip_tokenizer",
+    "check_tokenizer",
+    "tiny_clip_config",
+    "build_tiny_hf_clip",
+    "ShapesCLIPProcessor",
+    "features_from_output",
+    "HFCLIPEncoder",
+    "as_clip_encoder",
+    "image_embeddings",
+    "text_embeddings",
+]
+
+CLIP_VIT_B32 = "openai/clip-vit-base-patch32"
+CLIP_VIT_L14 = "openai/clip-vit-large-patch14"
+
+PINNED_REVISIONS: dict[str, str] = {
+    CLIP_VIT_B32: "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
+    CLIP_VIT_L14: "32bd64288804d66eefd0ccbe215aa642df71cc41",
+}
+"""Hub commits the course was written against: a pinned revision gives every student the same weights."""
+
+KNOWN_CLIP_CONFIGS: dict[str, dict] = {
+    # CLIPConfig() defaults *are* ViT-B/32: text 12 x 512 (8 heads), vision 12 x 768 (12 heads), patch 32, 224 px.
+    CLIP_VIT_B32: {},
+    CLIP_VIT_L14: {
+        "text_config": {"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
+                        "num_hidden_layers": 12},
+        "vision_config": {"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
+                          "num_hidden_layers": 24, "patch_size": 14, "image_size": 224},
+        "projection_dim": 768,
+    },
+}
+"""``CLIPConfig`` keyword arguments of the architectures :func:`load_clip` can build without a download."""
+
+
+def _transformers():
+    import transformers
+
+    return transformers
+
+
+def _dtype_kwarg(transformers) -> str:
+    """``from_pretrained``'s name for the weight dtype: ``dtype`` (transformers >= 4.56) or ``torch_dtype``."""
+    major, minor = (int(part) for part in re.findall(r"\d+", transformers.__version__)[:2])
+    return "dtype" if (major, minor) >= (4, 56) else "torch_dtype"
+
+
+def clip_config(name: str = CLIP_VIT_B32):
+    """The ``transformers.CLIPConfig`` of a known architecture (no download), e.g. ViT-B/32 = ``CLIPConfig()``."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a str, got {type(name).__name__}")
+    if name not in KNOWN_CLIP_CONFIGS:
+        raise ValueError(f"name must be one of {sorted(KNOWN_CLIP_CONFIGS)} to build offline, got {name!r}")
+    return _transformers().CLIPConfig(**KNOWN_CLIP_CONFIGS[name])
+
+
+def hub_offline() -> bool:
+    """True when ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` asks Hugging Face libraries not to connect."""
+    return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on")
+               for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """True unless offline mode is set or the Hub's host cannot be reached within ``timeout`` seconds.
+
+    Checked before any download so that a machine without network falls back at once (transformers itself
+    would retry for ~25 s and print each retry).
+    """
+    check_positive(timeout, "timeout")
+    if hub_offline():
+        return False
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        with socket.create_connection((url.hostname, url.port or 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _resolve_revision(name: str, revision: str | None) -> str | None:
+    if revision is None:
+        return PINNED_REVISIONS.get(name)
+    if not isinstance(revision, str) or not revision:
+        raise TypeError(f"revision must be a non-empty str (a commit sha, tag or branch) or None, got {revision!r}")
+    return revision
+
+
+def load_clip(
+    name: str = CLIP_VIT_B32,
+    *,
+    revision: str | None = None,
+    pretrained: bool = True,
+    seed: int = 0,
+    verbose: bool = True,
+):
+    """A Hugging Face ``CLIPModel`` in eval mode: pretrained when possible, else built from its config.
+
+    Args:
+        name: a Hub model id, e.g. ``"openai/clip-vit-base-patch32"`` (the article's model).
+        revision: Hub commit to load; default: the pinned one in :data:`PINNED_REVISIONS` (``main`` for others).
+        pretrained: try the pretrained weights (from the Hub when reachable, else the local cache). ``False``
+            builds the architecture with random weights directly.
+        seed: seeds the random weights of a config-built model.
+        verbose: print the one-line message when falling back.
+    Returns:
+        a float32 ``transformers.CLIPModel``. ``model.config._name_or_path`` is ``name`` when the weights are
+        pretrained and empty when they are random.
+    Raises:
+        ValueError: ``name`` could not be loaded and is not one of :data:`KNOWN_CLIP_CONFIGS`.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str (a Hub model id), got {name!r}")
+    revision = _resolve_revision(name, revision)
+    if not isinstance(pretrained, bool):
+        raise TypeError(f"pretrained must be a bool, got {type(pretrained).__name__}")
+    transformers = _transformers()
+    reason = "pretrained=False"
+    if pretrained:
+        online = hub_reachable()
+        try:
+            model = transformers.CLIPModel.from_pretrained(
+                name, revision=revision, local_files_only=not online, **{_dtype_kwarg(transformers): torch.float32}
+            )
+            return model.eval()
+        except (OSError, ValueError) as err:
+            reason = "no network and not in the local cache" if not online else f"loading failed ({err})"
+            reason = reason.splitlines()[0]
+    if name not in KNOWN_CLIP_CONFIGS:
+        raise ValueError(
+            f"cannot load {name!r}: {reason}; offline, only these architectures can be built from their "
+            f"config (random weights): {sorted(KNOWN_CLIP_CONFIGS)}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    torch.manual_seed(seed)
+    model = transformers.CLIPModel(clip_config(name)).float().eval()
+    if verbose and pretrained:
+        print(f"{name}: pretrained weights unavailable ({reason}); using its architecture with random weights.")
+    return model
+
+
+def check_tokenizer(tokenizer, model=None, *, min_vocab_size: int = 3):
+    """Refuse a tokenizer that cannot serve ``model``: too small a vocabulary, ids beyond the model's table,
+    or an end-of-text id that differs from the one CLIP pools at. Returns the tokenizer.
+
+    The classic trap: offline, ``CLIPTokenizer.from_pretrained("openai/clip-vit-base-patch32")`` does not fail
+    in transformers 5, it returns a tokenizer with only ``<|startoftext|>`` and ``<|endoftext|>`` — every word
+    becomes the same id and all texts look alike to the model.
+    """
+    try:
+        size = len(tokenizer)
+    except TypeError as err:
+        raise TypeError(f"tokenizer must have a vocabulary (len(tokenizer)), got {type(tokenizer).__name__}") from err
+    if size < min_vocab_size:
+        raise ValueError(
+            f"tokenizer has only {size} tokens (expected at least {min_vocab_size}): its vocabulary files were not "
+            "found (offline CLIPTokenizer.from_pretrained returns such a 2-token tokenizer). Load it online once, "
+            "or use the course tokenizer (ShapesCLIPProcessor)"
+        )
+    if model is not None:
+        text_config = _text_config(model)
+        if size > text_config.vocab_size:
+            raise ValueError(
+                f"tokenizer has {size} tokens but the model's text embedding only {text_config.vocab_size} rows"
+            )
+        eos = getattr(tokenizer, "eos_token_id", getattr(tokenizer, "eos_id", None))
+        if eos is not None and text_config.eos_token_id not in (2, eos):  # 2 = legacy "pool at argmax id"
+            raise ValueError(
+                f"tokenizer's end-of-text id is {eos} but the model pools the text at eos_token_id="
+                f"{text_config.eos_token_id}; build the config with eos_token_id={eos}"
+            )
+    return tokenizer
+
+
+def _text_config(model):
+    config = getattr(model, "config", None)
+    text_config = getattr(config, "text_config", config)
+    if text_config is None or not hasattr(text_config, "vocab_size"):
+        raise TypeError(f"model must be a Hugging Face CLIP-like model with a text config, got {type(model).__name__}")
+    return text_config
+
+
+def load_clip_tokenizer(name: str = CLIP_VIT_B32, *, revision: str | None = None):
+    """The pretrained CLIP tokenizer (pinned revision), checked by :func:`check_tokenizer`.
+
+    Raises:
+        ValueError: it cannot be had here (offline without cache gives a 2-token tokenizer, refused).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str (a Hub model id), got {name!r}")
+    revision = _resolve_revision(name, revision)
+    transformers = _transformers()
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(
+            name, revision=revision, local_files_only=not hub_reachable()
+        )
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot load the tokenizer of {name!r} here: {str(err).splitlines()[0]}") from err
+    return check_tokenizer(tokenizer)
+
+
+# ----------------------------------------------------------------------------- a tiny HF CLIP for ShapesWorld
+
+
+def tiny_clip_config(
+    tokenizer,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 2,
+    intermediate_size: int | None = None,
+    projection_dim: int = 64,
+    max_len: int = 16,
+):
+    """A small ``CLIPConfig`` whose text side matches a :class:`mmcourse.data.Tokenizer`.
+
+    ``vocab_size`` = the tokenizer's, ``eos_token_id`` = its ``[EOS]`` (CLIP pools the text there),
+    ``pad/bos`` likewise, ``max_position_embeddings = max_len``. Both towers get ``num_layers`` layers of width
+    ``hidden_size`` (``intermediate_size`` default ``4 * hidden_size``); images are ``image_size`` px in
+    ``patch_size`` patches.
+    """
+    for value, pname in ((image_size, "image_size"), (patch_size, "patch_size"), (hidden_size, "hidden_size"),
+                         (num_layers, "num_layers"), (num_heads, "num_heads"), (projection_dim, "projection_dim"),
+                         (max_len, "max_len")):
+        check_positive(value, pname, integer=True)
+    if image_size % patch_size:
+        raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
+    if hidden_size % num_heads:
+        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
+    vocab = getattr(tokenizer, "vocab", None)
+    if vocab is None or not hasattr(tokenizer, "eos_id"):
+        raise TypeError(f"tokenizer must be an mmcourse.data.Tokenizer (vocab, eos_id), got {type(tokenizer).__name__}")
+    check_tokenizer(tokenizer)
+    intermediate_size = 4 * hidden_size if intermediate_size is None else intermediate_size
+    check_positive(intermediate_size, "intermediate_size", integer=True)
+    common = {"hidden_size": hidden_size, "intermediate_size": intermediate_size, "num_hidden_layers": num_layers,
+              "num_attention_heads": num_heads}
+    text = {**common, "vocab_size": len(vocab), "max_position_embeddings": max_len,
+            "eos_token_id": tokenizer.eos_id, "bos_token_id": tokenizer.bos_id, "pad_token_id": tokenizer.pad_id}
+    vision = {**common, "image_size": image_size, "patch_size": patch_size, "num_channels": 3}
+    return _transformers().CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)
+
+
+def build_tiny_hf_clip(tokenizer, *, seed: int = 0, **config_kwargs):
+    """A randomly initialised ``transformers.CLIPModel`` from :func:`tiny_clip_config` (``seed`` fixes it).
+
+    Train it like TinyCLIP (its ``forward(input_ids, pixel_values, attention_mask, return_loss=True)`` returns
+    CLIP's loss) or quantize it with :mod:`mmcourse.quantization`; returned in eval mode.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    config = tiny_clip_config(tokenizer, **config_kwargs)
+    torch.manual_seed(seed)
+    return _transformers().CLIPModel(config).eval()
+
+
+class ShapesCLIPProcessor:
+    """The HF ``CLIPProcessor`` role for ShapesWorld: text with the course tokenizer, images as tensors.
+
+    ``processor(text=[...], images=...)`` returns ``{"input_ids", "attention_mask", "pixel_values"}`` (only the
+    keys asked for), ready for ``CLIPModel(**inputs)``. Images: a float tensor ``(B, 3, H, W)`` in ``[0, 1]``,
+    a uint8 tensor in ``[0, 255]``, or PIL images; they are resized (bilinear, antialiased) to ``image_size`` and
+    normalised with ``image_mean`` / ``image_std``. No torchvision involved.
+    """
+
+    def __init__(
+        self,
+        tokenizer,
+        image_size: int = 32,
+        max_len: int = 16,
+        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
+        image_std: Sequence[float] = (0.5, 0.5, 0.5),
+    ):
+        if not hasattr(tokenizer, "encode"):
+            raise TypeError(f"tokenizer must have encode(texts, max_len), got {type(tokenizer).__name__}")
+        check_positive(image_size, "image_size", integer=True)
+        check_positive(max_len, "max_len", integer=True)
+        if len(image_mean) != 3 or len(image_std) != 3 or any(s <= 0 for s in image_std):
+            raise ValueError(f"image_mean and image_std must hold 3 numbers (std > 0), got {image_mean}, {image_std}")
+        self.tokenizer, self.image_size, self.max_len = check_tokenizer(tokenizer), image_size, max_len
+        self.image_mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        self.image_std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
+
+    def __repr__(self) -> str:
+        return f"ShapesCLIPProcessor(image_size={self.image_size}, max_len={self.max_len}, vocab={len(self.tokenizer)})"
+
+    def preprocess_images(self, images) -> torch.Tensor:
+        """Images → ``pixel_values`` ``(B, 3, image_size, image_size)`` float32, normalised."""
+        pixels = _images_to_tensor(images)
+        if pixels.shape[-2:] != (self.image_size, self.image_size):
+            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",
+                                   align_corners=False, antialias=True)
+        return (pixels - self.image_mean) / self.image_std
+
+    def __call__(self, text=None, images=None, return_tensors: str = "pt", **_) -> dict[str, torch.Tensor]:
+        if text is None and images is None:
+            raise ValueError("give text, images or both")
+        if return_tensors != "pt":
+            raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}")
+        out: dict[str, torch.Tensor] = {}
+        if text is not None:
+            out["input_ids"], out["attention_mask"] = self.tokenizer.encode(text, max_len=self.max_len)
+        if images is not None:
+            out["pixel_values"] = self.preprocess_images(images)
+        return out
+
+
+def _images_to_tensor(images) -> torch.Tensor:
+    """Float ``(B, 3, H, W)`` in ``[0, 1]`` from a float/uint8 tensor (3-D or 4-D) or PIL image(s)."""
+    if isinstance(images, torch.Tensor):
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        check_tensor(images, "images", ndim=4)
+        if images.shape[1] != 3:
+            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+        if images.dtype == torch.uint8:
+            return images.float() / 255
+        if not images.is_floating_point():
+            raise TypeError(f"images must be float in [0, 1] or uint8, got {images.dtype}")
+        return images.float()
+    pil_images = images if isinstance(images, (list, tuple)) else [images]
+    if not pil_images or not all(hasattr(im, "convert") and hasattr(im, "size") for im in pil_images):
+        raise TypeError(f"images must be a tensor or PIL image(s), got {type(images).__name__}")
+    import numpy as np
+
+    arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in pil_images]
+    if len({a.shape for a in arrays}) != 1:
+        raise ValueError(f"PIL images must share one size, got {sorted({a.shape[:2] for a in arrays})}")
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+# ------------------------------------------------------------------------ one interface for TinyCLIP and HF
+
+
+def features_from_output(output) -> torch.Tensor:
+    """The ``(B, D)`` embedding from ``get_image_features`` / ``get_text_features``: the tensor itself
+    (transformers 4.x) or ``.pooler_output`` of the output object (transformers 5)."""
+    if isinstance(output, torch.Tensor):
+        return output
+    pooled = getattr(output, "pooler_output", None)
+    if isinstance(pooled, torch.Tensor):
+        return pooled
+    raise TypeError(f"expected a tensor or an output with .pooler_output, got {type(output).__name__}")
+
+
+class HFCLIPEncoder(nn.Module):
+    """A Hugging Face CLIP-like model (``get_image_features`` / ``get_text_features``) with TinyCLIP's interface.
+
+    ``encode_image(pixel_values (B, 3, H, W)) → (B, D)``, ``encode_text(input_ids (B, L), attention_mask (B, L))
+    → (B, D)``, unit norm unless ``normalize=False``. The wrapped model is ``.model`` (a submodule, so
+    ``.eval()``, ``.to()`` and ``.parameters()`` reach it).
+    """
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        if not (hasattr(model, "get_image_features") and hasattr(model, "get_text_features")):
+            raise TypeError(f"model must have get_image_features and get_text_features, got {type(model).__name__}")
+        self.model = model
+
+    def encode_image(self, pixel_values: torch.Tensor, normalize: bool = True) -> torch.Tensor:
+        features = features_from_output(self.model.get_image_features(pixel_values=pixel_values))
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, normalize: bool = True
+    ) -> torch.Tensor:
+        output = self.model.get_text_features(input_ids=input_ids, attention_mask=attention_mask)
+        features = features_from_output(output)
+        return F.normalize(features, dim=-1) if normalize else features
+
+    def forward(self, pixel_values: torch.Tensor, input_ids: torch.Tensor, attention_mask=None):
+        """``(image_embeds (B, D), text_embeds (B, D))``, unit norm."""
+        return self.encode_image(pixel_values), self.encode_text(input_ids, attention_mask)
+
+
+def as_clip_encoder(model: nn.Module) -> nn.Module:
+    """``model`` itself when it has ``encode_image`` and ``encode_text`` (TinyCLIP), an :class:`HFCLIPEncoder`
+    around it when it is a Hugging Face CLIP-like model; otherwise a ``TypeError``."""
+    if hasattr(model, "encode_image") and hasattr(model, "encode_text"):
+        return model
+    if hasattr(model, "get_image_features") and hasattr(model, "get_text_features"):
+        return HFCLIPEncoder(model)
+    raise TypeError(
+        "model must have encode_image/encode_text (TinyCLIP) or get_image_features/get_text_features (HF CLIP), "
+        f"got {type(model).__name__}"
+    )
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    for tensor in model.parameters():
+        return tensor.device
+    for tensor in model.buffers():
+        return tensor.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def image_embeddings(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256,
+                     normalize: bool = True) -> torch.Tensor:
+    """``(N, 3, H, W) → (N, D)`` embeddings from TinyCLIP or an HF CLIP, ``batch_size`` images at a time."""
+    check_tensor(images, "images", ndim=4, floating=True)
+    check_positive(batch_size, "batch_size", integer=True)
+    encoder = as_clip_encoder(model)
+    device = _device_of(encoder)
+    return torch.cat([encoder.encode_image(images[i : i + batch_size].to(device), normalize=normalize)
+                      for i in range(0, len(images), batch_size)])
+
+
+@torch.no_grad()
+def text_embeddings(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, *,
+                    batch_size: int = 256, normalize: bool = True) -> torch.Tensor:
+    """``input_ids (N, L)``, ``attention_mask (N, L)`` → ``(N, D)`` embeddings from TinyCLIP or an HF CLIP."""
+    check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+    if attention_mask is not None:
+        check_tensor(attention_mask, "attention_mask", ndim=2)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask must have shape {tuple(input_ids.shape)}, got "
+                             f"{tuple(attention_mask.shape)}")
+    check_positive(batch_size, "batch_size", integer=True)
+    encoder = as_clip_encoder(model)
+    device = _device_of(encoder)
+    parts = []
+    for i in range(0, len(input_ids), batch_size):
+        mask = None if attention_mask is None else attention_mask[i : i + batch_size].to(device)
+        parts.append(encoder.encode_text(input_ids[i : i + batch_size].to(device), mask, normalize=normalize))
+    return torch.cat(parts)
