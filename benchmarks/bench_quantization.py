@@ -112,12 +112,17 @@ def _verdict(rows: list[dict]) -> str:
     for path, r in clip.items():
         if path == "fp32":
             continue
-        ok = (r["size_x"] >= TARGETS["size_x"] and r["image_b1_x"] >= TARGETS["image_speedup"]
-              and r["image_b8_x"] >= TARGETS["image_speedup"]
-              and min(r["image_cos"], r["text_cos"]) >= TARGETS["cosine"])
+        checks = {
+            "size": r["size_x"] >= TARGETS["size_x"],
+            "image b1": r["image_b1_x"] >= TARGETS["image_speedup"],
+            "image b8": r["image_b8_x"] >= TARGETS["image_speedup"],
+            "cosine": min(r["image_cos"], r["text_cos"]) >= TARGETS["cosine"],
+        }
+        met = [k for k, ok in checks.items() if ok]
+        missed = [k for k, ok in checks.items() if not ok]
         lines.append(f"ViT-B/32 {path}: {r['size_x']}x smaller, image {r['image_b1_x']}x (b1) / {r['image_b8_x']}x "
-                     f"(b8), text {r['text_b1_x']}x, cos {r['image_cos']}/{r['text_cos']} -> "
-                     f"{'meets' if ok else 'misses'} the target")
+                     f"(b8), text {r['text_b1_x']}x, cos {r['image_cos']}/{r['text_cos']} -> meets "
+                     f"{', '.join(met) or 'nothing'}; misses {', '.join(missed) or 'nothing'}")
     tiny = {r["path"]: r for r in rows if r["model"] == "TinyCLIP (trained)"}
     if "fp32" in tiny:
         for path, r in tiny.items():

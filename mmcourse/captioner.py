@@ -5,6 +5,11 @@ decoder reads the caption so far with *causal* self-attention and looks at the i
 *cross-attention* (:class:`mmcourse.blocks.TransformerDecoder`); a linear head scores the next word. Training is
 teacher-forced (:func:`mmcourse.pretraining.caption_loss`); generation is greedy or beam search
 (:func:`mmcourse.pretraining.generate`).
+
+Also here: :class:`ImageTokens` (position-aware image tokens: coordinate channels, position embedding, optional
+transformer layers), :func:`train_captioner` (fixed-step training), :func:`caption_images` (batched decoding to
+text) and the scoring of ShapesWorld captions — :func:`mentioned_objects`, :func:`object_match_rate` and
+:func:`fact_key` (what a two-object caption asserts, whatever its word order).
 """
 
 from __future__ import annotations
@@ -348,72 +353,3 @@ def caption_images(model: Captioner, images: torch.Tensor, tokenizer, batch_size
         ids = model.generate(images[start : start + batch_size].to(device), **generate_kwargs)
         texts += tokenizer.decode(ids.cpu())
     return texts
-
-
-def captioning_experiment(
-    steps: int = 400,
-    batch_size: int = 64,
-    num_scenes: int = 4000,
-    test_size: int = 500,
-    image_size: int = 32,
-    max_objects: int = 2,
-    num_beams: Sequence[int] = (1, 3),
-    dim: int = 64,
-    depth: int = 2,
-    cnn_width: int = 16,
-    lr: float = 2e-3,
-    seed: int = 0,
-    device: torch.device | str | None = None,
-    progress: bool = False,
-) -> dict:
-    """Train a captioner on ShapesWorld for a fixed number of steps and score its captions of held-out scenes.
-
-    The world holds 1..``max_objects`` objects per scene; the test scenes are the world's ``test`` split (never
-    seen in training). Scores per decoding setting: ``objects_match`` — the caption names exactly the scene's
-    (colour, shape) pairs (:func:`object_match_rate`); ``fact_match`` — it states the scene's canonical fact,
-    relation included (:func:`fact_key` equality).
-
-    Returns:
-        ``{"rows": [{"decoding", "steps", "train_s", "objects_match", "fact_match", "example"}, ...],
-        "model": the trained Captioner, "tokenizer": ..., "world": ..., "test": test indices, "history": ...}``.
-    """
-    from mmcourse.data import ShapesWorld, Tokenizer
-    from mmcourse.encoders import SmallCNN
-
-    check_positive(steps, "steps", integer=True)
-    check_positive(num_scenes, "num_scenes", integer=True)
-    world = ShapesWorld(num_scenes, image_size=image_size, max_objects=max_objects, seed=seed)
-    tokenizer = Tokenizer.from_world(world)
-    split = world.split((0.85, 0.0, 0.15), seed=seed)
-    train_idx, test_idx = split["train"], split["test"][:test_size]
-    torch.manual_seed(seed)
-    visual = ImageTokens(SmallCNN(3, cnn_width, dim, image_size=image_size), layers=0)
-    model = Captioner(tokenizer.vocab_size, visual, dim=dim, depth=depth, num_heads=4, max_len=16)
-    ids, _ = tokenizer.encode([world.captions[i] for i in train_idx], max_len=16)
-    history = train_captioner(
-        model,
-        world.images[train_idx],
-        ids,
-        steps=steps,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        device=device,
-        progress=progress,
-    )
-    objects = [world.objects(i) for i in test_idx]
-    truth = [fact_key(world.captions[i]) for i in test_idx]
-    rows = []
-    for beams in num_beams:
-        texts = caption_images(model, world.images[test_idx], tokenizer, num_beams=beams, max_len=15)
-        rows.append(
-            {
-                "decoding": "greedy" if beams == 1 else f"beam {beams}",
-                "steps": steps,
-                "train_s": round(history.seconds, 1),
-                "objects_match": object_match_rate(texts, objects),
-                "fact_match": sum(fact_key(t) == k for t, k in zip(texts, truth, strict=True)) / len(texts),
-                "example": f"{texts[0]!r} (truth: {world.captions[test_idx[0]]!r})",
-            }
-        )
-    return {"rows": rows, "model": model, "tokenizer": tokenizer, "world": world, "test": test_idx, "history": history}

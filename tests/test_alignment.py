@@ -1,0 +1,171 @@
+"""Implicit, explicit and contrastive alignment (chapter 2) and binding a new modality."""
+
+import pytest
+import torch
+
+from mmcourse.alignment import (
+    STRATEGIES,
+    AttributeHead,
+    BoundEncoder,
+    MatchingHead,
+    alignment_metrics,
+    bind_modality,
+    caption_recall,
+    embed_captions,
+    explicit_attribute_loss,
+    implicit_matching_loss,
+    train_alignment,
+)
+from mmcourse.clip import build_tiny_clip
+from mmcourse.data import ShapesWorld, Tokenizer
+from mmcourse.encoders import SmallCNN
+
+SMALL = dict(cnn_width=4, vision_dim=16, text_dim=16, text_depth=1, embed_dim=8, num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def world():
+    return ShapesWorld(64, image_size=16, max_objects=1, seed=2, audio=True)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world):
+    return Tokenizer.from_world(world)
+
+
+def test_matching_head_scores_pairs_and_all_pairs():
+    torch.manual_seed(0)
+    head = MatchingHead(8, hidden_dim=16)
+    images, texts = torch.randn(3, 8), torch.randn(5, 8)
+    assert head(images, texts[:3]).shape == (3,)
+    matrix = head.pairwise(images, texts)
+    assert matrix.shape == (3, 5)
+    torch.testing.assert_close(matrix[1, 4], head(images[1:2], texts[4:5])[0])
+    with pytest.raises(ValueError, match="same shape"):
+        head(images, texts)
+    with pytest.raises(ValueError, match="last dim 8"):
+        head(torch.randn(3, 4), torch.randn(3, 4))
+
+
+def test_attribute_head_is_a_cosine_classifier_shared_by_both_modalities():
+    head = AttributeHead(8, {"color": 6, "shape": 4}, scale=10.0)
+    z = torch.randn(5, 8)
+    logits = head(z)
+    assert logits["color"].shape == (5, 6) and logits["shape"].shape == (5, 4)
+    assert logits["color"].abs().max() <= 10.0 + 1e-5
+    torch.testing.assert_close(head(3 * z)["shape"], logits["shape"])  # only the direction counts
+    with pytest.raises(ValueError):
+        AttributeHead(8, {})
+    with pytest.raises(ValueError, match=r"\(B, 8\)"):
+        head(torch.randn(5, 7))
+
+
+def test_implicit_loss_treats_identical_rolled_texts_as_matches(tokenizer):
+    torch.manual_seed(0)
+    model = build_tiny_clip(tokenizer.vocab_size, image_size=16, **SMALL)
+    head = MatchingHead(8)
+    images = torch.rand(4, 3, 16, 16)
+    ids, mask = tokenizer.encode(["a red circle"] * 4, max_len=16)  # every rolled text is the true one
+    same = implicit_matching_loss(model, head, images, ids, mask)
+    with torch.no_grad():
+        zi, zt = model.encode_image(images), model.encode_text(ids, mask)
+        logits = torch.cat([head(zi, zt), head(zi, zt.roll(1, 0))])
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.ones(8))
+    torch.testing.assert_close(same, expected)
+    ids2, mask2 = tokenizer.encode(["a red circle", "a blue square", "a green cross", "a red circle"], max_len=16)
+    loss = implicit_matching_loss(model, head, images, ids2, mask2)
+    loss.backward()
+    assert head.net[0].weight.grad is not None
+    with pytest.raises(ValueError, match="at least 2"):
+        implicit_matching_loss(model, head, images[:1], ids[:1], mask[:1])
+
+
+def test_explicit_loss_needs_every_label(tokenizer):
+    torch.manual_seed(0)
+    model = build_tiny_clip(tokenizer.vocab_size, image_size=16, **SMALL)
+    head = AttributeHead(8, {"color": 6, "shape": 4})
+    images = torch.rand(2, 3, 16, 16)
+    ids, mask = tokenizer.encode(["a red circle", "a blue square"], max_len=16)
+    loss = explicit_attribute_loss(model, head, images, ids, mask, {"color": torch.tensor([0, 2]),
+                                                                   "shape": torch.tensor([0, 1])})
+    assert loss.ndim == 0 and torch.isfinite(loss)
+    with pytest.raises(ValueError, match="missing"):
+        explicit_attribute_loss(model, head, images, ids, mask, {"color": torch.tensor([0, 2])})
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_train_alignment_same_init_snapshots_and_determinism(world, tokenizer, strategy):
+    probe = world.images[:6]
+    texts = ["a red circle", "a blue square"]
+    kwargs = dict(indices=range(48), steps=6, batch_size=16, seed=1, probe_images=probe, probe_texts=texts,
+                  snapshot_every=4, **SMALL)
+    run = train_alignment(strategy, world, tokenizer, **kwargs)
+    again = train_alignment(strategy, world, tokenizer, **kwargs)
+    assert run.strategy == strategy
+    assert [s.step for s in run.snapshots] == [0, 4, 6]
+    assert run.snapshots[0].image_embeddings.shape == (6, 8)
+    assert run.snapshots[0].text_embeddings.shape == (2, 8)
+    assert run.history.losses == again.history.losses
+    assert torch.equal(run.snapshots[-1].image_embeddings, again.snapshots[-1].image_embeddings)
+    assert not run.model.training
+    assert (run.head is None) == (strategy == "contrastive")
+
+
+def test_every_strategy_starts_from_the_same_towers(world, tokenizer):
+    kwargs = dict(indices=range(32), steps=1, batch_size=8, seed=4, probe_images=world.images[:3],
+                  probe_texts=["a red circle"], snapshot_every=1, **SMALL)
+    starts = [train_alignment(s, world, tokenizer, **kwargs).snapshots[0] for s in STRATEGIES]
+    for other in starts[1:]:
+        assert torch.equal(starts[0].image_embeddings, other.image_embeddings)
+        assert torch.equal(starts[0].text_embeddings, other.text_embeddings)
+
+
+def test_train_alignment_validates(world, tokenizer):
+    with pytest.raises(ValueError, match="strategy"):
+        train_alignment("telepathy", world, tokenizer, steps=1)
+    with pytest.raises(ValueError, match="probe"):
+        train_alignment("contrastive", world, tokenizer, steps=1, snapshot_every=1)
+    two = ShapesWorld(20, image_size=16, min_objects=2, max_objects=2, seed=0)
+    with pytest.raises(ValueError, match="one-object"):
+        train_alignment("explicit", two, Tokenizer.from_world(two), steps=1)
+
+
+def test_caption_recall_counts_ranks_both_ways():
+    similarity = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+    caption_index = torch.tensor([0, 1, 1])  # image 2 is ranked wrongly
+    out = caption_recall(similarity, caption_index)
+    assert out["i2t_R@1"] == pytest.approx(2 / 3)
+    assert out["t2i_R@1"] == pytest.approx(1.0)  # caption 1's best image (1) is one of its images
+    with pytest.raises(ValueError, match="caption_index"):
+        caption_recall(similarity, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        caption_recall(similarity, torch.tensor([0, 1, 2]))
+
+
+def test_alignment_metrics_on_an_untrained_and_a_trained_model(world, tokenizer):
+    torch.manual_seed(0)
+    model = build_tiny_clip(tokenizer.vocab_size, image_size=16, **SMALL).eval()
+    metrics = alignment_metrics(model, world, tokenizer, range(48, 64))
+    assert set(metrics) == {"i2t_R@1", "t2i_R@1", "zero_shot", "zero_shot_color", "zero_shot_shape", "cosine_gap"}
+    assert all(0.0 <= metrics[k] <= 1.0 for k in metrics if k != "cosine_gap")
+    assert metrics["zero_shot"] <= min(metrics["zero_shot_color"], metrics["zero_shot_shape"])
+    image_embeddings, caption_embeddings, caption_index, distinct = embed_captions(model, world, tokenizer,
+                                                                                   range(48, 64))
+    assert image_embeddings.shape == (16, 8) and caption_embeddings.shape == (len(distinct), 8)
+    assert [distinct[j] for j in caption_index.tolist()] == [world.captions[i] for i in range(48, 64)]
+
+
+def test_bind_modality_pulls_a_new_encoder_onto_the_anchors(world):
+    spectrograms = world.spectrograms.unsqueeze(1)[:32]
+    anchors = torch.nn.functional.normalize(torch.randn(32, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    bound, history = bind_modality(SmallCNN(in_channels=1, width=4, dim=16), spectrograms, anchors, steps=30,
+                                   batch_size=32, lr=1e-2, seed=0)
+    assert isinstance(bound, BoundEncoder) and not bound.training
+    assert history.losses[-1] < history.losses[0]
+    emb = bound.encode_all(spectrograms)
+    assert emb.shape == (32, 8)
+    torch.testing.assert_close(emb.norm(dim=1), torch.ones(32), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="pair row by row"):
+        bind_modality(SmallCNN(1, 4, 16), spectrograms, anchors[:10], steps=1)
+    with pytest.raises(TypeError, match=".dim"):
+        BoundEncoder(torch.nn.Linear(3, 3), 8)
