@@ -32,15 +32,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcourse._checks import check_choice, check_positive, check_tensor
-from mmcourse.clip import (  # _scene_texts, _tokenize_scene_texts: the caption/paraphrase sampling of TinyCLIP
+from mmcourse.clip import (
     SHAPES_TEMPLATES,
     TinyCLIP,
-    _scene_texts,
-    _tokenize_scene_texts,
     build_tiny_clip,
     class_prompt_names,
     encode_images,
     encode_texts,
+    tokenize_scene_texts,
 )
 from mmcourse.contrastive import LogitScale, clip_loss, zero_shot_classifier, zero_shot_predict
 from mmcourse.data.vocab import COLORS, SHAPES
@@ -332,7 +331,7 @@ def train_alignment(
         aligner.to(device)
 
     index = torch.tensor(indices)
-    ids, mask, counts = _tokenize_scene_texts(tokenizer, _scene_texts(world, indices, use_paraphrases), max_len)
+    ids, mask, counts = tokenize_scene_texts(world, tokenizer, indices, use_paraphrases, max_len)
     # attribute ids index mmcourse.data.COLORS / SHAPES (the head has one class per name, used or not)
     color_labels, shape_labels = world.attribute("color")[index], world.attribute("shape")[index]
     data = (world.images[index], ids, mask, counts, color_labels, shape_labels)

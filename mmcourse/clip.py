@@ -31,6 +31,7 @@ __all__ = [
     "train_tiny_clip",
     "encode_images",
     "encode_texts",
+    "tokenize_scene_texts",
     "zero_shot_color_shape_accuracy",
     "caption_retrieval",
     "SHAPES_TEMPLATES",
@@ -194,7 +195,7 @@ def _scene_texts(world, indices: Sequence[int], use_paraphrases: bool) -> list[l
     return [[world.captions[i], *world[i]["paraphrases"]] for i in indices]
 
 
-def _tokenize_scene_texts(tokenizer, texts: list[list[str]], max_len: int) -> tuple[torch.Tensor, ...]:
+def _tokenize_texts_per_scene(tokenizer, texts: list[list[str]], max_len: int) -> tuple[torch.Tensor, ...]:
     """``(N, P, L)`` ids and masks (each scene's texts, padded by repeating its caption) and counts ``(N,)``."""
     most = max(len(t) for t in texts)
     flat = [scene[j] if j < len(scene) else scene[0] for scene in texts for j in range(most)]
@@ -202,6 +203,11 @@ def _tokenize_scene_texts(tokenizer, texts: list[list[str]], max_len: int) -> tu
     counts = torch.tensor([len(t) for t in texts])
     return ids.view(len(texts), most, -1), mask.view(len(texts), most, -1), counts
 
+
+
+def tokenize_scene_texts(world, tokenizer, indices: Sequence[int], use_paraphrases: bool, max_len: int):
+    """Each scene's caption (and paraphrases) tokenized: ids, masks ``(N, P, L)`` and counts ``(N,)``."""
+    return _tokenize_texts_per_scene(tokenizer, _scene_texts(world, indices, use_paraphrases), max_len)
 
 def train_tiny_clip(
     world,
@@ -267,7 +273,7 @@ def train_tiny_clip(
 
     index = torch.tensor(indices)
     images = world.images[index]
-    ids, mask, counts = _tokenize_scene_texts(tokenizer, _scene_texts(world, indices, use_paraphrases), max_len)
+    ids, mask, counts = tokenize_scene_texts(world, tokenizer, indices, use_paraphrases, max_len)
     choice_generator = torch.Generator().manual_seed(seed + 1)
 
     def step(model: TinyCLIP, batch):

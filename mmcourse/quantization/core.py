@@ -217,7 +217,26 @@ def _check_float_weight(module: nn.Module, kind: type, name: str = "module") -> 
         raise ValueError(f"{name}.weight is on the meta device (no values to quantize)")
 
 
-class Int8Linear(nn.Module):
+class _Int8WeightModule(nn.Module):
+    """Shared by the int8 layers: a weight kept as ``weight_int8`` + ``weight_scale`` (quantized along dim 0)."""
+
+    def _store_weight(self, weight: torch.Tensor) -> None:
+        """Quantize the float ``weight`` (bits/granularity of this layer) into the existing buffers."""
+        q, scale = quantize_symmetric(weight.detach(), self.bits, self.granularity, axis=0)
+        self.weight_int8.copy_(q)
+        self.weight_scale.copy_(scale)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """``W_q * s_w``: the float32 weight this layer effectively uses (same shape as ``weight_int8``)."""
+        return dequantize_symmetric(self.weight_int8, self.weight_scale, axis=0)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized weight, computed on each access (for code that inspects ``layer.weight``)."""
+        return self.dequantized_weight()
+
+
+class Int8Linear(_Int8WeightModule):
     """A Linear layer whose weight is stored as int8 + float32 scale(s) and used as integers.
 
     Shapes: input ``(..., in_features)`` → output ``(..., out_features)``.
@@ -272,21 +291,10 @@ class Int8Linear(nn.Module):
             granularity=granularity,
             activation=activation,
         )
-        q, scale = quantize_symmetric(linear.weight.detach(), bits, granularity, axis=0)
-        module.weight_int8.copy_(q)
-        module.weight_scale.copy_(scale)
+        module._store_weight(linear.weight)
         if linear.bias is not None:
             module.bias = linear.bias.detach().float().clone()
         return module.to(linear.weight.device)
-
-    def dequantized_weight(self) -> torch.Tensor:
-        """``W_q * s_w``: the float32 ``(out, in)`` weight this layer effectively uses."""
-        return dequantize_symmetric(self.weight_int8, self.weight_scale, axis=0)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantized weight (computed on each access; for code that inspects ``layer.weight``)."""
-        return self.dequantized_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(x, "x", floating=True)
@@ -319,7 +327,7 @@ def _cast(t: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     return None if t is None else t.to(dtype)
 
 
-class Int8Embedding(nn.Module):
+class Int8Embedding(_Int8WeightModule):
     """An embedding table stored as int8 with one float32 scale per row.
 
     Shapes: ``ids`` ``(...)`` LongTensor → ``(..., embedding_dim)`` float32.
@@ -360,19 +368,8 @@ class Int8Embedding(nn.Module):
             bits=bits,
             granularity=granularity,
         )
-        q, scale = quantize_symmetric(embedding.weight.detach(), bits, granularity, axis=0)
-        module.weight_int8.copy_(q)
-        module.weight_scale.copy_(scale)
+        module._store_weight(embedding.weight)
         return module.to(embedding.weight.device)
-
-    def dequantized_weight(self) -> torch.Tensor:
-        """The float32 ``(num_embeddings, embedding_dim)`` table."""
-        return dequantize_symmetric(self.weight_int8, self.weight_scale, axis=0)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantized table (computed on each access; HF code reads e.g. ``.weight.shape``)."""
-        return self.dequantized_weight()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         check_tensor(ids, "ids", floating=False)
@@ -388,7 +385,7 @@ class Int8Embedding(nn.Module):
         )
 
 
-class Int8Conv2d(nn.Module):
+class Int8Conv2d(_Int8WeightModule):
     """A Conv2d whose kernel is stored as int8 with one float32 scale per output channel (weight-only).
 
     Shapes: ``(B, C_in, H, W)`` → ``(B, C_out, H', W')`` exactly as the original convolution.
@@ -417,15 +414,6 @@ class Int8Conv2d(nn.Module):
     def from_float(cls, conv: nn.Conv2d, bits: int = 8, granularity: str = "per_channel") -> Int8Conv2d:
         """Quantize a float ``nn.Conv2d`` (left unchanged) into a new :class:`Int8Conv2d`."""
         return cls(conv, bits, granularity)
-
-    def dequantized_weight(self) -> torch.Tensor:
-        """The float32 kernel ``(C_out, C_in / groups, kH, kW)``."""
-        return dequantize_symmetric(self.weight_int8, self.weight_scale, axis=0)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dequantized kernel (computed on each access)."""
-        return self.dequantized_weight()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(x, "x", ndim=(3, 4), floating=True)
