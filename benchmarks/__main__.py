@@ -1,13 +1,20 @@
 """Run every ``benchmarks/bench_*.py`` and write ``benchmarks/RESULTS.md`` (+ ``RESULTS.json``).
 
-    python -m benchmarks            # full run (minutes; not part of CI)
-    python -m benchmarks --quick    # seconds per module; smoke-tested in CI so the scripts never rot
+    python -m benchmarks                  # full run on the CPU (about half an hour; not part of CI)
+    python -m benchmarks --quick          # seconds per module; smoke-tested in CI so the scripts never rot
+    python -m benchmarks --device cuda    # on a GPU: the device-aware benchmarks -> RESULTS_cuda.md/.json
+    python -m benchmarks --render         # rewrite RESULTS.md from RESULTS.json (+ RESULTS_cuda.json)
+
+A module's ``run(quick, device="cpu")`` declares that it can run on another device; only those run with
+``--device cuda`` (INT8 dynamic quantization, data generation, grading and memory measurements are CPU matters).
+When ``RESULTS_cuda.json`` sits next to ``RESULTS.json``, ``RESULTS.md`` shows each GPU table under its CPU one.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
 import json
 import os
 import platform
@@ -58,13 +65,37 @@ def to_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_all(quick: bool, only: list[str] | None = None, out_dir: Path = HERE) -> dict:
-    results = {"machine": machine_info(), "quick": quick, "reports": {}, "errors": {}}
+def accepts_device(run) -> bool:
+    return "device" in inspect.signature(run).parameters
+
+
+def render(results: dict, gpu_results: dict | None = None) -> str:
+    """RESULTS.md: machine, then every report (and its GPU twin, when there is one)."""
+    md = ["# Benchmark results", "", "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()), ""]
+    if gpu_results:
+        gpu_machine = ", ".join(f"{k} {v}" for k, v in gpu_results["machine"].items())
+        md += [f"GPU tables (marked GPU) come from a separate run on: {gpu_machine}", ""]
+    for name, report in results["reports"].items():
+        md.append(to_markdown(report))
+        if gpu_results and name in gpu_results["reports"]:
+            gpu_report = dict(gpu_results["reports"][name])
+            gpu_report["title"] = "GPU — " + gpu_report["title"]
+            md.append(to_markdown(gpu_report))
+    if results["errors"]:
+        md += ["## Errors", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()]
+    return "\n".join(md)
+
+
+def run_all(quick: bool, only: list[str] | None = None, out_dir: Path = HERE, device: str = "cpu") -> dict:
+    results = {"machine": machine_info(), "quick": quick, "device": device, "reports": {}, "errors": {}}
     sys.path.insert(0, str(HERE.parent))
     for name in modules(only):
         start = time.perf_counter()
         try:
-            report = importlib.import_module(f"benchmarks.{name}").run(quick=quick)
+            run = importlib.import_module(f"benchmarks.{name}").run
+            if device != "cpu" and not accepts_device(run):
+                continue
+            report = run(quick=quick, device=device) if accepts_device(run) else run(quick=quick)
         except Exception as exc:  # one broken benchmark must not hide the others
             results["errors"][name] = f"{type(exc).__name__}: {exc}"
             print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
@@ -72,14 +103,20 @@ def run_all(quick: bool, only: list[str] | None = None, out_dir: Path = HERE) ->
         report["seconds"] = round(time.perf_counter() - start, 1)
         results["reports"][name] = report
         print(f"{name}: done in {report['seconds']} s", flush=True)
-    suffix = "_quick" if quick else ""
-    md = ["# Benchmark results", "", "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()), ""]
-    md += [to_markdown(r) for r in results["reports"].values()]
-    if results["errors"]:
-        md += ["## Errors", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()]
-    (out_dir / f"RESULTS{suffix}.md").write_text("\n".join(md), encoding="utf-8")
+    suffix = ("_quick" if quick else "") + ("" if device == "cpu" else f"_{device}")
+    out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"RESULTS{suffix}.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    gpu = out_dir / "RESULTS_cuda.json"
+    gpu_results = json.loads(gpu.read_text(encoding="utf-8")) if suffix == "" and gpu.exists() else None
+    (out_dir / f"RESULTS{suffix}.md").write_text(render(results, gpu_results), encoding="utf-8")
     return results
+
+
+def render_saved(out_dir: Path = HERE) -> None:
+    results = json.loads((out_dir / "RESULTS.json").read_text(encoding="utf-8"))
+    gpu = out_dir / "RESULTS_cuda.json"
+    gpu_results = json.loads(gpu.read_text(encoding="utf-8")) if gpu.exists() else None
+    (out_dir / "RESULTS.md").write_text(render(results, gpu_results), encoding="utf-8")
 
 
 def main(argv=None) -> int:
@@ -87,8 +124,13 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny sizes: seconds per module")
     parser.add_argument("--only", nargs="*", help="run only these (e.g. attention retrieval)")
     parser.add_argument("--out-dir", type=Path, default=HERE)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: runs the device-aware benchmarks")
+    parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from the saved JSON files")
     args = parser.parse_args(argv)
-    results = run_all(args.quick, args.only, args.out_dir)
+    if args.render:
+        render_saved(args.out_dir)
+        return 0
+    results = run_all(args.quick, args.only, args.out_dir, args.device)
     return 1 if results["errors"] else 0
 
 

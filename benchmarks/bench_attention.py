@@ -58,12 +58,12 @@ class ArticleAttention(nn.Module):
         return self.out_proj(out)
 
 
-def _variants(dim: int, heads: int) -> dict:
+def _variants(dim: int, heads: int, device: str = "cpu") -> dict:
     torch.manual_seed(0)
-    ours = CrossModalAttention(dim, heads, dropout=0.0)
-    mha = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
-    sdpa = SDPAReference(dim, heads)
-    article = ArticleAttention(dim, heads)
+    ours = CrossModalAttention(dim, heads, dropout=0.0).to(device)
+    mha = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True).to(device)
+    sdpa = SDPAReference(dim, heads).to(device)
+    article = ArticleAttention(dim, heads).to(device)
     return {
         "CrossModalAttention (fast path)": lambda q, k, m: ours(q, k, k, m),
         "CrossModalAttention (need_weights)": lambda q, k, m: ours(q, k, k, m, need_weights=True)[0],
@@ -78,41 +78,57 @@ def _variants(dim: int, heads: int) -> dict:
     }
 
 
-def run(quick: bool = False) -> dict:
+def _forward(fn, query, key, mask):
+    with torch.no_grad():
+        fn(query, key, mask)
+
+
+def _forward_backward(fn, query, key, mask):
+    fn(query, key, mask).sum().backward()
+
+
+def run(quick: bool = False, device: str = "cpu") -> dict:
     batch, heads, lq, lk, dim = 32, 8, 16, 64, 256
     rounds, repeats, warmup = (1, 1, 1) if quick else (7, 10, 2)
     g = torch.Generator().manual_seed(0)
-    query = torch.randn(batch, lq, dim, generator=g, requires_grad=True)
-    key = torch.randn(batch, lk, dim, generator=g, requires_grad=True)
+    query = torch.randn(batch, lq, dim, generator=g).to(device).requires_grad_()
+    key = torch.randn(batch, lk, dim, generator=g).to(device).requires_grad_()
     padding = torch.ones(batch, lk, dtype=torch.bool)
     padding[:, 48:] = False
-    variants = _variants(dim, heads)
+    padding = padding.to(device)
+    variants = _variants(dim, heads, device)
     rows = []
     cases = [("none", None)] if quick else [("none", None), ("padding (B, Lk)", padding)]
     for mask_name, mask in cases:
-        medians: dict[str, list[float]] = {name: [] for name in variants}
-        for _ in range(rounds):
+        medians = {(name, p): [] for name in variants for p in ("fwd", "fwd+bwd")}
+        for _ in range(rounds):  # interleaved, so a burst of load hits every variant alike
             for name, fn in variants.items():
-                timing = measure(
-                    lambda fn=fn, mask=mask: fn(query, key, mask).sum().backward(), warmup=warmup, repeats=repeats
-                )
-                medians[name].append(timing.median)
-        reference = statistics.median(medians["SDPA reference module"])
-        for name, values in medians.items():
-            ms = statistics.median(values) * 1e3
+                for p, run_pass in (("fwd", _forward), ("fwd+bwd", _forward_backward)):
+                    timing = measure(
+                        lambda fn=fn, mask=mask, run_pass=run_pass: run_pass(fn, query, key, mask),
+                        warmup=warmup,
+                        repeats=repeats,
+                    )
+                    medians[name, p].append(timing.median)
+        ms = {key_: statistics.median(values) * 1e3 for key_, values in medians.items()}
+        for name in variants:
+            both = medians[name, "fwd+bwd"]
             rows.append(
                 {
                     "variant": name,
                     "mask": mask_name,
-                    "fwd+bwd ms": round(ms, 3),
-                    "vs SDPA ref": round(ms / (reference * 1e3), 3),
-                    "round spread ms": f"{min(values) * 1e3:.2f}-{max(values) * 1e3:.2f}",
+                    "fwd ms": round(ms[name, "fwd"], 3),
+                    "fwd vs SDPA ref": round(ms[name, "fwd"] / ms["SDPA reference module", "fwd"], 3),
+                    "fwd+bwd ms": round(ms[name, "fwd+bwd"], 3),
+                    "fwd+bwd vs SDPA ref": round(ms[name, "fwd+bwd"] / ms["SDPA reference module", "fwd+bwd"], 3),
+                    "fwd+bwd round spread ms": f"{min(both) * 1e3:.2f}-{max(both) * 1e3:.2f}",
                 }
             )
     return {
-        "title": f"Attention fwd+bwd, B={batch}, H={heads}, Lq={lq}, Lk={lk}, d={dim}, CPU "
-        f"({torch.get_num_threads()} threads)",
-        "columns": ["variant", "mask", "fwd+bwd ms", "vs SDPA ref", "round spread ms"],
+        "title": f"Attention fwd and fwd+bwd, B={batch}, H={heads}, Lq={lq}, Lk={lk}, d={dim}, "
+        + ("CPU" if device == "cpu" else device)
+        + f" ({torch.get_num_threads()} CPU threads)",
+        "columns": list(rows[0]),
         "rows": rows,
         "notes": (
             "Median over interleaved rounds of medians (mmcourse.timing.measure). Targets: fast path <= 1.1x the "

@@ -53,17 +53,17 @@ def _fmt(value):
     return "" if value is None else (round(value, 3) if isinstance(value, float) else value)
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, device: str = "cpu") -> dict:
     cfg = QUICK if quick else FULL
     load_before = os.getloadavg()[0]
     cpu_start = time.process_time()
     results = {}
 
     def retrieval():
-        results["retrieval"] = compositionality_experiment(**cfg["retrieval"])
+        results["retrieval"] = compositionality_experiment(**cfg["retrieval"], device=device)
 
     def captioning():
-        results["captioning"] = captioning_experiment(**cfg["captioning"])
+        results["captioning"] = captioning_experiment(**cfg["captioning"], device=device)
 
     t_retrieval = measure(retrieval, warmup=0, repeats=1)
     t_captioning = measure(captioning, warmup=0, repeats=1)
@@ -96,7 +96,8 @@ def run(quick: bool = False) -> dict:
             }
         )
     notes = (
-        f"CPU, torch {torch.__version__}, {torch.get_num_threads()} threads; load average {load_before:.1f} before, "
+        f"{device}, torch {torch.__version__}, {torch.get_num_threads()} CPU threads; "
+        f"load average {load_before:.1f} before, "
         f"{os.getloadavg()[0]:.1f} after — other jobs share the cores, so train_s is noisy (the scores are not). "
         f"Wall time incl. data and evaluation: retrieval {t_retrieval.median:.0f} s, captioning "
         f"{t_captioning.median:.0f} s; process CPU time {time.process_time() - cpu_start:.0f} s. "
@@ -110,7 +111,7 @@ def run(quick: bool = False) -> dict:
             notes += f" ITM row: text→image R@1 {r['t2i_R@1_before_rerank']:.3f} before re-ranking."
     notes += f" Caption example: {results['captioning']['rows'][-1]['example']}."
     return {
-        "title": "Pretraining objectives: compositional retrieval and captioning (ShapesWorld, 32 px)",
+        "title": f"Pretraining objectives: compositional retrieval and captioning (ShapesWorld, 32 px, {device})",
         "columns": COLUMNS,
         "rows": rows,
         "notes": notes,

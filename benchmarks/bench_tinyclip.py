@@ -43,7 +43,7 @@ def _row(name: str, history, cpu_s: float, zero_shot: float | None, one: dict | 
     }
 
 
-def run(quick: bool = False) -> dict:
+def run(quick: bool = False, device: str = "cpu") -> dict:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
@@ -55,14 +55,14 @@ def run(quick: bool = False) -> dict:
 
         one_train = ShapesWorld(train_scenes, image_size=image_size, max_objects=1, seed=0)
         one_test = ShapesWorld(test_scenes, image_size=image_size, max_objects=1, seed=1)
-        model, history, cpu_s = _train(one_train, tokenizer, **steps)
+        model, history, cpu_s = _train(one_train, tokenizer, device=device, **steps)
         accuracy = zero_shot_color_shape_accuracy(model, one_test, tokenizer)
         one = caption_retrieval(model, one_test.images, one_test.captions, tokenizer, ks=(1,))
         rows.append(_row("1-object scenes", history, cpu_s, accuracy, one, None))
 
         mixed_train = ShapesWorld(train_scenes, image_size=image_size, max_objects=2, seed=0)
         mixed_test = ShapesWorld(test_scenes, image_size=image_size, max_objects=2, seed=1)
-        model, history, cpu_s = _train(mixed_train, tokenizer, **steps)
+        model, history, cpu_s = _train(mixed_train, tokenizer, device=device, **steps)
         results = {}
         for count in (1, 2):
             picked = (mixed_test.num_objects == count).nonzero().flatten()
@@ -73,7 +73,8 @@ def run(quick: bool = False) -> dict:
     finally:
         torch.set_num_threads(previous_threads)
     return {
-        "title": f"TinyCLIP (default config) on ShapesWorld {image_size}px, CPU, 2 threads",
+        "title": f"TinyCLIP (default config) on ShapesWorld {image_size}px, "
+        + ("CPU, 2 threads" if device == "cpu" else device),
         "columns": list(rows[0]),
         "rows": rows,
         "notes": (

@@ -141,9 +141,9 @@ def show_word_attention(
     axes[0].imshow(picture, interpolation="nearest")
     axes[0].set_title("image", fontsize=9)
     for ax, p in zip(axes[1:], positions):
-        heat = upsample_heatmap(heatmaps[p].detach().cpu().float(), size)
+        heat = upsample_heatmap(heatmaps[p].detach().cpu().float(), size).numpy()
         ax.imshow(picture * 0.5, interpolation="nearest")
-        ax.imshow(heat.numpy(), cmap="magma", alpha=alpha, vmin=0.0, vmax=max(float(heat.max()), 1e-6),
+        ax.imshow(heat, cmap="magma", alpha=alpha, vmin=0.0, vmax=max(float(heat.max()), 1e-6),
                   interpolation="nearest")
         ax.set_title(f'"{words[p]}"', fontsize=9)
     for ax in axes:

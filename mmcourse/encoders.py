@@ -18,7 +18,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from mmcourse._checks import check_choice, check_positive, check_tensor
+from mmcourse._checks import check_choice, check_positive, check_tensor, has_values
 from mmcourse.blocks import TransformerEncoder
 
 __all__ = [
@@ -248,7 +248,8 @@ class TextTransformer(nn.Module):
             raise ValueError(
                 f"input_ids has length {input_ids.size(1)}, longer than max_len={self.max_len} of this encoder"
             )
-        if input_ids.numel() and (int(input_ids.min()) < 0 or int(input_ids.max()) >= self.vocab_size):
+        in_range = lambda: int(input_ids.min()) >= 0 and int(input_ids.max()) < self.vocab_size
+        if input_ids.numel() and has_values(input_ids) and not in_range():
             raise ValueError(
                 f"input_ids must lie in [0, {self.vocab_size}), got values in "
                 f"[{int(input_ids.min())}, {int(input_ids.max())}]"

@@ -226,9 +226,9 @@ def fit(
             ``train()`` mode.
         step_fn: ``step_fn(model, batch) → loss`` or ``→ (loss, {"name": float})``: the forward pass and loss of
             one step. ``batch`` is what ``data`` yields, with its tensors on the device.
-        data: in-memory tensors — a tensor, a tuple/list or a dict of tensors sharing dim 0, shuffled into
-            minibatches of ``batch_size`` (seeded) — or any iterable of batches such as a ``DataLoader``
-            (re-iterated as often as needed).
+        data: in-memory tensors — a tensor, a tuple/list or a dict of tensors sharing dim 0, moved to the device
+            once and shuffled into minibatches of ``batch_size`` (seeded) — or any iterable of batches such as a
+            ``DataLoader`` (re-iterated as often as needed).
         steps / epochs: how long to train (exactly one of them). ``epochs`` counts full passes over ``data``.
         optimizer: an optimizer over the model's parameters; default ``AdamW(lr, weight_decay)`` over all
             parameters that require grad.
@@ -271,6 +271,8 @@ def fit(
 
     device = torch.device(device) if device is not None else _default_device(model)
     model.to(device)
+    if _tensor_collection_size(data) is not None:
+        data = move_to_device(data, device)  # in-memory data crosses to the device once, not once per batch
     model.train()
     if seed is not None:
         torch.manual_seed(seed)

@@ -237,8 +237,8 @@ def show_spectrogram(
         ax.axis("off")
     if waveform is not None:
         ax = axes.pop(0)
-        t = torch.arange(waveform.numel()) / sample_rate
-        ax.plot(t.numpy(), waveform.detach().cpu().numpy(), linewidth=0.5)
+        seconds = torch.arange(waveform.numel()) / sample_rate
+        ax.plot(seconds.cpu().numpy(), waveform.detach().cpu().numpy(), linewidth=0.5)
         ax.set_xlabel("time (s)")
         ax.set_title("waveform", fontsize=9)
     ax = axes.pop(0)

@@ -115,9 +115,14 @@ def make_loader(
     seed: int = 0,
     max_len: int = 16,
     drop_last: bool = False,
+    pin_memory: bool | None = None,
     **collate_kwargs,
 ) -> DataLoader:
-    """A single-process ``DataLoader`` using :func:`collate`; shuffling is seeded, so epochs are reproducible."""
+    """A single-process ``DataLoader`` using :func:`collate`; shuffling is seeded, so epochs are reproducible.
+
+    ``pin_memory`` (default: whether CUDA is available) puts batches in page-locked memory, so that
+    ``batch.to("cuda", non_blocking=True)`` (as :func:`mmcourse.train.fit` does) overlaps the copy with compute.
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if not isinstance(tokenizer, Tokenizer):
@@ -129,5 +134,6 @@ def make_loader(
         shuffle=shuffle,
         generator=generator,
         drop_last=drop_last,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         collate_fn=partial(collate, tokenizer=tokenizer, max_len=max_len, **collate_kwargs),
     )

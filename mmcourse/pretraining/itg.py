@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from mmcourse._checks import check_positive, check_probability, check_tensor
+from mmcourse._checks import check_positive, check_probability, check_tensor, has_values
 
 __all__ = ["shift_for_teacher_forcing", "caption_loss", "generate", "greedy_decode", "beam_search"]
 
@@ -76,14 +76,20 @@ def caption_loss(
     if label_smoothing != 0.0:
         check_probability(label_smoothing, "label_smoothing")
     vocab = logits.shape[-1]
-    lo, hi = int(targets.min()), int(targets.max())
-    if lo < 0 or hi >= vocab:
-        raise ValueError(f"targets must lie in [0, V={vocab}), got values in [{lo}, {hi}]")
-    if bool((targets == pad_id).all()):
-        return logits.sum() * 0.0
-    return F.cross_entropy(
-        logits.reshape(-1, vocab), targets.reshape(-1), ignore_index=pad_id, label_smoothing=label_smoothing
+    if has_values(targets):
+        lo, hi = int(targets.min()), int(targets.max())
+        if lo < 0 or hi >= vocab:
+            raise ValueError(f"targets must lie in [0, V={vocab}), got values in [{lo}, {hi}]")
+    # mean over the non-PAD positions, written as sum / count so that an all-PAD batch gives 0 (not NaN)
+    # without a data-dependent branch (no device sync on a GPU)
+    total = F.cross_entropy(
+        logits.reshape(-1, vocab),
+        targets.reshape(-1),
+        ignore_index=pad_id,
+        label_smoothing=label_smoothing,
+        reduction="sum",
     )
+    return total / (targets != pad_id).sum().clamp(min=1)
 
 
 def _next_log_probs(step_fn: StepFn, tokens: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from mmcourse._checks import check_positive, check_tensor
+from mmcourse._checks import check_positive, check_tensor, has_values
 
 __all__ = ["sample_hard_negatives", "make_itm_pairs", "ITMHead", "itm_loss", "itm_accuracy"]
 
@@ -65,7 +65,7 @@ def sample_hard_negatives(
         raise ValueError(
             "hard negatives need a batch size of at least 2: with B=1 the only candidate is the positive"
         )
-    if not torch.isfinite(similarity).all():
+    if has_values(similarity) and not torch.isfinite(similarity).all():
         raise ValueError("similarity contains NaN or Inf values")
     check_positive(eps, "eps")
     groups = _check_group_ids(group_ids, b, similarity.device)
@@ -73,7 +73,7 @@ def sample_hard_negatives(
     if groups is not None:
         invalid |= groups.unsqueeze(0) == groups.unsqueeze(1)
     no_negative = invalid.all(dim=1)
-    if no_negative.any():
+    if has_values(no_negative) and no_negative.any():
         row = int(no_negative.nonzero()[0])
         raise ValueError(
             f"row {row} of similarity has no valid negative: every column shares its group id "
