@@ -86,6 +86,16 @@ def render(results: dict, gpu_results: dict | None = None) -> str:
     return "\n".join(md)
 
 
+def save(results: dict, out_dir: Path) -> None:
+    """Write RESULTS[_quick][_device].json and .md (after every module, so an interrupted run keeps its tables)."""
+    suffix = ("_quick" if results["quick"] else "") + ("" if results["device"] == "cpu" else f"_{results['device']}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"RESULTS{suffix}.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
+    gpu = out_dir / "RESULTS_cuda.json"
+    gpu_results = json.loads(gpu.read_text(encoding="utf-8")) if suffix == "" and gpu.exists() else None
+    (out_dir / f"RESULTS{suffix}.md").write_text(render(results, gpu_results), encoding="utf-8")
+
+
 def run_all(quick: bool, only: list[str] | None = None, out_dir: Path = HERE, device: str = "cpu") -> dict:
     results = {"machine": machine_info(), "quick": quick, "device": device, "reports": {}, "errors": {}}
     sys.path.insert(0, str(HERE.parent))
@@ -103,12 +113,8 @@ def run_all(quick: bool, only: list[str] | None = None, out_dir: Path = HERE, de
         report["seconds"] = round(time.perf_counter() - start, 1)
         results["reports"][name] = report
         print(f"{name}: done in {report['seconds']} s", flush=True)
-    suffix = ("_quick" if quick else "") + ("" if device == "cpu" else f"_{device}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / f"RESULTS{suffix}.json").write_text(json.dumps(results, indent=1, default=str), encoding="utf-8")
-    gpu = out_dir / "RESULTS_cuda.json"
-    gpu_results = json.loads(gpu.read_text(encoding="utf-8")) if suffix == "" and gpu.exists() else None
-    (out_dir / f"RESULTS{suffix}.md").write_text(render(results, gpu_results), encoding="utf-8")
+        save(results, out_dir)
+    save(results, out_dir)
     return results
 
 

@@ -6,7 +6,9 @@ learnable temperature (:class:`mmcourse.contrastive.LogitScale`, scale initialis
 matrices as Hugging Face's ``CLIPModel`` does.
 
 On ShapesWorld, :func:`train_tiny_clip` trains one for a fixed number of steps (deterministic for a given seed);
-:func:`zero_shot_color_shape_accuracy` and :func:`caption_retrieval` measure what it learnt.
+:func:`zero_shot_color_shape_accuracy` (per template: :func:`zero_shot_template_accuracies`) and
+:func:`caption_retrieval` measure what it learnt; :func:`negative_caption_test` and :func:`relational_retrieval`
+measure what it did not (word order and relations: the bag-of-words effect).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from torch import nn
 from mmcourse._checks import check_choice, check_positive, check_tensor
 from mmcourse.contrastive import LogitScale, clip_loss, zero_shot_accuracy, zero_shot_classifier
 from mmcourse.encoders import ProjectionHead, SmallCNN, TextTransformer, TinyViT
-from mmcourse.retrieval import rank_of_positives
+from mmcourse.retrieval import rank_of_positives, recall_at_k
 from mmcourse.train import History, fit
 
 __all__ = [
@@ -36,6 +38,11 @@ __all__ = [
     "caption_retrieval",
     "SHAPES_TEMPLATES",
     "class_prompt_names",
+    "zero_shot_template_accuracies",
+    "RELATIONAL_NEGATIVE_KINDS",
+    "same_words",
+    "negative_caption_test",
+    "relational_retrieval",
 ]
 
 SHAPES_TEMPLATES: tuple[str, ...] = ("{}", "a photo of {}", "a picture of {}", "there is {}")
@@ -388,4 +395,174 @@ def caption_retrieval(
     for k in ks:
         out[f"i2t_R@{k}"] = float((i2t <= k).float().mean())
         out[f"t2i_R@{k}"] = float((t2i <= k).float().mean())
+    return out
+
+
+@torch.no_grad()
+def zero_shot_template_accuracies(
+    model: TinyCLIP,
+    world,
+    tokenizer,
+    indices: Sequence[int] | None = None,
+    templates: Sequence[str] = SHAPES_TEMPLATES,
+    max_len: int = 16,
+) -> dict[str, float]:
+    """Zero-shot colour+shape accuracy of each prompt template alone, and of their ensemble.
+
+    Same task as :func:`zero_shot_color_shape_accuracy` (the images are embedded once).
+
+    Returns:
+        ``{template: accuracy, ..., "ensemble": accuracy}`` in the order of ``templates``.
+    """
+    from mmcourse.data import COLORS, SHAPES
+
+    if isinstance(templates, str) or len(templates) == 0:
+        raise ValueError(f"templates must be a non-empty list of strings with '{{}}', got {templates!r}")
+    if indices is None:
+        indices = (world.num_objects == 1).nonzero().flatten().tolist()
+    indices = [int(i) for i in indices]
+    if not indices:
+        raise ValueError("no scenes to evaluate: indices is empty (or the world has no one-object scene)")
+    classnames = class_prompt_names(COLORS, SHAPES)
+    features = encode_images(model, world.images[torch.tensor(indices)])
+    labels = _color_shape_labels(world, indices)
+    out = {}
+    for template in templates:
+        classifier = zero_shot_classifier(model, tokenizer, classnames, (template,), max_len=max_len)
+        out[template] = zero_shot_accuracy(features, classifier, labels)
+    classifier = zero_shot_classifier(model, tokenizer, classnames, templates, max_len=max_len)
+    out["ensemble"] = zero_shot_accuracy(features, classifier, labels)
+    return out
+
+
+RELATIONAL_NEGATIVE_KINDS: tuple[str, ...] = (
+    "swap_objects",
+    "swap_colors",
+    "swap_relation",
+    "replace_relation",
+    "replace_color",
+    "replace_shape",
+)
+"""Hard-negative caption kinds of a two-object scene (see ``mmcourse.data.NEGATIVE_KINDS``): the first two use
+exactly the words of the true caption in another order, the others change a word."""
+
+
+def same_words(text_a: str, text_b: str) -> bool:
+    """Whether two sentences are made of the same words, ignoring order and the article "a"/"an"."""
+    if not isinstance(text_a, str) or not isinstance(text_b, str):
+        raise TypeError(f"text_a and text_b must be str, got {type(text_a).__name__} and {type(text_b).__name__}")
+
+    def bag(text: str) -> list[str]:
+        return sorted("a" if w == "an" else w for w in text.lower().split())
+
+    return bag(text_a) == bag(text_b)
+
+
+@torch.no_grad()
+def negative_caption_test(
+    model: TinyCLIP,
+    world,
+    tokenizer,
+    indices: Sequence[int] | None = None,
+    kinds: Sequence[str] = RELATIONAL_NEGATIVE_KINDS,
+    max_len: int = 16,
+) -> dict[str, dict[str, float]]:
+    """Does each image prefer its own caption to a hard-negative caption of a given kind?
+
+    For every scene of ``indices`` where the kind is possible, compare ``cos(image, caption)`` with
+    ``cos(image, negative)`` (e.g. "a red circle left of a blue square" against its ``swap_objects`` negative
+    "a blue square left of a red circle"). A tie counts as a failure.
+
+    Args:
+        indices: scenes to test (default: every scene).
+        kinds: names from ``mmcourse.data.NEGATIVE_KINDS``.
+    Returns:
+        ``{kind: {"accuracy", "caption_similarity", "negative_similarity", "text_similarity", "same_words",
+        "count"}}``: the share of images that prefer their caption, the mean image–caption and image–negative
+        cosines, the mean cosine between the caption and the negative *text* embeddings, the share of pairs made
+        of the same words (:func:`same_words`) and the number of scenes tested. Kinds impossible for every scene
+        are left out.
+    """
+    from mmcourse.data import NEGATIVE_KINDS
+
+    if isinstance(kinds, str) or len(kinds) == 0:
+        raise ValueError(f"kinds must be a non-empty list of names from {list(NEGATIVE_KINDS)}, got {kinds!r}")
+    for kind in kinds:
+        check_choice(kind, "kinds", NEGATIVE_KINDS)
+    indices = list(range(len(world))) if indices is None else [int(i) for i in indices]
+    if not indices:
+        raise ValueError("indices must select at least one scene")
+    out = {}
+    for kind in kinds:
+        chosen = [i for i in indices if world.negative(i, kind) is not None]
+        if not chosen:
+            continue
+        captions = [world.captions[i] for i in chosen]
+        negatives = [world.negative(i, kind) for i in chosen]
+        images = encode_images(model, world.images[torch.tensor(chosen)])
+        caption_embeds = encode_texts(model, tokenizer, captions, max_len=max_len)
+        negative_embeds = encode_texts(model, tokenizer, negatives, max_len=max_len)
+        caption_similarity = (images * caption_embeds).sum(-1)
+        negative_similarity = (images * negative_embeds).sum(-1)
+        out[kind] = {
+            "accuracy": float((caption_similarity > negative_similarity).float().mean()),
+            "caption_similarity": float(caption_similarity.mean()),
+            "negative_similarity": float(negative_similarity.mean()),
+            "text_similarity": float((caption_embeds * negative_embeds).sum(-1).mean()),
+            "same_words": sum(same_words(c, n) for c, n in zip(captions, negatives, strict=True)) / len(chosen),
+            "count": len(chosen),
+        }
+    return out
+
+
+@torch.no_grad()
+def relational_retrieval(
+    model: TinyCLIP,
+    world,
+    tokenizer,
+    indices: Sequence[int] | None = None,
+    ks: Sequence[int] = (1,),
+    max_len: int = 16,
+) -> dict[str, float]:
+    """Text→image retrieval where only the *relation* tells the right picture from a wrong one.
+
+    From the two-object scenes of ``indices`` we keep one scene per pair of (different) objects, and add its
+    mirror image (:func:`mmcourse.albef.counterfactual_twins`, ``"swap_relation"``: "a red circle left of a blue
+    square" becomes "... right of ..."). So the two objects of every caption appear in exactly two gallery images,
+    the scene and its mirror image, and only the arrangement separates them. Every caption queries the gallery;
+    an image is correct when it shows the stated fact (:func:`mmcourse.captioner.fact_key`).
+
+    Returns:
+        ``{"t2i_R@k": ..., "t2i_objects_R@k": ..., "relation_chance_R@1": ..., "queries": Q}``:
+        ``objects`` counts an image as correct when it holds the two named objects (in either arrangement);
+        ``relation_chance_R@1 = t2i_objects_R@1 / 2`` is what a model that finds the objects but ignores their
+        arrangement scores.
+    """
+    from mmcourse.albef import counterfactual_twins
+    from mmcourse.captioner import fact_key, mentioned_objects
+
+    indices = list(range(len(world))) if indices is None else [int(i) for i in indices]
+    chosen, seen = [], set()
+    for i in indices:
+        if int(world.num_objects[i]) != 2:
+            continue
+        objects = tuple(sorted(mentioned_objects(world.captions[i])))
+        if len(set(objects)) == 2 and objects not in seen:
+            seen.add(objects)
+            chosen.append(i)
+    if not chosen:
+        raise ValueError("indices must hold at least one two-object scene with two different objects")
+    twins = counterfactual_twins(world, chosen, ("swap_relation",))
+    images = torch.cat([world.images[torch.tensor(chosen)], twins["images"]])
+    captions = [world.captions[i] for i in chosen] + list(twins["captions"])
+    facts = [fact_key(c) for c in captions]
+    fact_ids = torch.tensor([{f: j for j, f in enumerate(dict.fromkeys(facts))}[f] for f in facts])
+    scene_ids = torch.arange(len(chosen)).repeat(2)  # the scene and its mirror image share the objects
+    fact_positives = fact_ids[:, None] == fact_ids[None, :]  # (Q, G): query caption q, gallery image g
+    object_positives = scene_ids[:, None] == scene_ids[None, :]
+    similarity = (encode_texts(model, tokenizer, captions, max_len=max_len) @ encode_images(model, images).t()).cpu()
+    out = {f"t2i_R@{k}": v for k, v in recall_at_k(similarity, fact_positives, tuple(ks)).items()}
+    out |= {f"t2i_objects_R@{k}": v for k, v in recall_at_k(similarity, object_positives, tuple(ks)).items()}
+    out["relation_chance_R@1"] = out.get("t2i_objects_R@1", recall_at_k(similarity, object_positives, 1)[1]) / 2
+    out["queries"] = len(captions)
     return out

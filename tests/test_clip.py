@@ -6,13 +6,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mmcourse.albef import counterfactual_twins
+from mmcourse.captioner import fact_key, mentioned_objects
 from mmcourse.clip import (
+    RELATIONAL_NEGATIVE_KINDS,
     SHAPES_TEMPLATES,
     build_tiny_clip,
     caption_retrieval,
     class_prompt_names,
+    negative_caption_test,
+    relational_retrieval,
+    same_words,
     train_tiny_clip,
     zero_shot_color_shape_accuracy,
+    zero_shot_template_accuracies,
 )
 from mmcourse.contrastive import contrastive_loss
 from mmcourse.data import COLORS, SHAPES, ShapesWorld, Tokenizer
@@ -136,3 +143,119 @@ def test_bad_inputs(world, tokenizer):
         build_tiny_clip(10, image_encoder="resnet")
     with pytest.raises(ValueError, match="steps must be > 0"):
         train_tiny_clip(world, tokenizer, steps=0)
+
+
+def test_template_accuracies_match_the_single_template_and_ensemble_evaluations(world, tokenizer):
+    model = _small_model(tokenizer).eval()
+    templates = ("{}", "a photo of {}", "there is {}")
+    result = zero_shot_template_accuracies(model, world, tokenizer, templates=templates)
+    assert list(result) == [*templates, "ensemble"]
+    for template in templates:
+        assert result[template] == zero_shot_color_shape_accuracy(model, world, tokenizer, templates=(template,))
+    assert result["ensemble"] == zero_shot_color_shape_accuracy(model, world, tokenizer, templates=templates)
+    oracle = _OracleCLIP(world, tokenizer)
+    assert set(zero_shot_template_accuracies(oracle, world, tokenizer, templates=templates).values()) == {1.0}
+    with pytest.raises(ValueError, match="templates must be a non-empty list"):
+        zero_shot_template_accuracies(model, world, tokenizer, templates=[])
+
+
+def test_same_words_ignores_order_and_articles():
+    assert same_words("a red circle left of an orange square", "an orange square left of a red circle")
+    assert same_words("a red circle left of an orange square", "an orange circle left of a red square")
+    assert not same_words("a red circle left of a blue square", "a red circle right of a blue square")
+    assert not same_words("a red circle", "a red circle and a red circle")
+    with pytest.raises(TypeError, match="text_a and text_b must be str"):
+        same_words("a red circle", None)
+
+
+@pytest.fixture(scope="module")
+def two_object_world():
+    return ShapesWorld(40, image_size=16, min_objects=2, max_objects=2, seed=1)
+
+
+class _LookupCLIP(torch.nn.Module):
+    """Embeds a text with ``embed(text)`` and an image with ``embed`` of the text registered for its pixels."""
+
+    def __init__(self, tokenizer, images, texts, embed):
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.tokenizer, self.embed = tokenizer, embed
+        self.registry = {image.numpy().tobytes(): text for image, text in zip(images, texts, strict=True)}
+
+    def encode_image(self, images):
+        return torch.stack([self.embed(self.registry[image.numpy().tobytes()]) for image in images])
+
+    def encode_text(self, ids, mask):
+        return torch.stack([self.embed(text) for text in self.tokenizer.decode(ids)])
+
+
+def _bag_of_words(tokenizer):
+    def embed(text):
+        counts = torch.zeros(tokenizer.vocab_size)
+        for word in text.split():
+            counts[tokenizer.vocab.index("a" if word == "an" else word)] += 1
+        return F.normalize(counts, dim=0)
+
+    return embed
+
+
+def _one_hot_of(key_fn, dim=4096):
+    ids = {}
+
+    def embed(text):
+        return F.one_hot(torch.tensor(ids.setdefault(key_fn(text), len(ids))), dim).float()
+
+    return embed
+
+
+def test_a_bag_of_words_model_fails_exactly_the_same_word_negatives(two_object_world, tokenizer):
+    world = two_object_world
+    model = _LookupCLIP(tokenizer, world.images, world.captions, _bag_of_words(tokenizer))
+    report = negative_caption_test(model, world, tokenizer, kinds=RELATIONAL_NEGATIVE_KINDS)
+    for kind in ("swap_objects", "swap_colors"):  # same words: equal scores, and a tie is a failure
+        assert report[kind]["accuracy"] == 0.0
+        assert report[kind]["same_words"] == 1.0
+        assert report[kind]["text_similarity"] == pytest.approx(1.0)
+        assert report[kind]["caption_similarity"] == pytest.approx(report[kind]["negative_similarity"])
+    for kind in ("replace_color", "replace_shape", "replace_relation", "swap_relation"):  # a word differs
+        assert report[kind]["accuracy"] == 1.0
+        assert report[kind]["same_words"] == 0.0
+        assert report[kind]["caption_similarity"] == pytest.approx(1.0)
+    possible = sum(world.negative(i, "swap_colors") is not None for i in range(len(world)))
+    assert report["swap_colors"]["count"] == possible
+    assert report["swap_objects"]["count"] == len(world)
+
+
+def test_negative_caption_test_checks_its_inputs(two_object_world, tokenizer):
+    model = _small_model(tokenizer)
+    with pytest.raises(ValueError, match="kinds must be one of"):
+        negative_caption_test(model, two_object_world, tokenizer, kinds=["swap_words"])
+    with pytest.raises(ValueError, match="indices must select at least one scene"):
+        negative_caption_test(model, two_object_world, tokenizer, indices=[])
+
+
+def _world_and_mirrors(world):
+    twins = counterfactual_twins(world, range(len(world)), ("swap_relation",))
+    images = torch.cat([world.images, twins["images"]])
+    return images, list(world.captions) + list(twins["captions"])
+
+
+def test_relational_retrieval_separates_seeing_relations_from_seeing_objects(two_object_world, tokenizer):
+    world = two_object_world
+    images, texts = _world_and_mirrors(world)
+    pairs = {tuple(sorted(mentioned_objects(c))) for c in world.captions}
+    expected_queries = 2 * sum(len(set(p)) == 2 for p in pairs)
+
+    relations = _LookupCLIP(tokenizer, images, texts, _one_hot_of(fact_key))  # knows every fact
+    perfect = relational_retrieval(relations, world, tokenizer, ks=(1, 2))
+    assert perfect["queries"] == expected_queries
+    assert perfect["t2i_R@1"] == 1.0 and perfect["t2i_objects_R@1"] == 1.0
+    assert perfect["relation_chance_R@1"] == 0.5
+
+    objects = _LookupCLIP(tokenizer, images, texts, _one_hot_of(lambda c: tuple(sorted(mentioned_objects(c)))))
+    blind = relational_retrieval(objects, world, tokenizer, ks=(1, 2))
+    assert blind["t2i_objects_R@1"] == 1.0
+    assert blind["t2i_R@1"] == 0.0  # the scene and its mirror image tie; ties are counted against the model
+    assert blind["t2i_R@2"] == 1.0
+    with pytest.raises(ValueError, match="two-object scene"):
+        relational_retrieval(objects, ShapesWorld(4, image_size=16, max_objects=1, seed=0), tokenizer)
