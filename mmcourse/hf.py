@@ -11,6 +11,12 @@ Serves article §8 (chapter 8) and every chapter that wants to show "the same th
   for ShapesWorld (vocabulary from :class:`mmcourse.data.Tokenizer`), with tensor/PIL preprocessing (no
   torchvision). CLIP pools the text at the first ``eos_token_id``, so the config takes the tokenizer's ``[EOS]``
   id, which the tokenizer always appends.
+* :func:`pretrained_in_cache`, :func:`pretrained_available` — can the pretrained checkpoint be had here (Hub or
+  local cache)? Lets a notebook run an optional pretrained section only where it can, and skip it otherwise.
+* :func:`load_clip_processor` — the pretrained ``CLIPProcessor`` (pinned revision); :func:`to_pil_images` turns
+  image tensors into the PIL images such processors expect; :class:`TokenizerAdapter` gives a Hugging Face
+  tokenizer the course's ``encode(texts, max_len)`` interface (for
+  :func:`mmcourse.contrastive.zero_shot_classifier`).
 * :func:`as_clip_encoder`, :func:`image_embeddings`, :func:`text_embeddings` — TinyCLIP and HF ``CLIPModel``
   behind one ``encode_image`` / ``encode_text`` interface, so :mod:`mmcourse.retrieval` and
   :func:`mmcourse.contrastive.zero_shot_classifier` work with either. transformers 5 returns an output object
@@ -44,7 +50,12 @@ __all__ = [
     "clip_config",
     "hub_offline",
     "hub_reachable",
+    "pretrained_in_cache",
+    "pretrained_available",
     "load_clip",
+    "load_clip_processor",
+    "to_pil_images",
+    "TokenizerAdapter",
     "load_clip_tokenizer",
     "check_tokenizer",
     "tiny_clip_config",
@@ -186,6 +197,32 @@ def load_clip(
     return model
 
 
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def pretrained_in_cache(name: str = CLIP_VIT_B32, *, revision: str | None = None) -> bool:
+    """True when the local Hugging Face cache holds ``name``'s config and weights at ``revision``.
+
+    ``revision``: a commit sha, branch or tag; default: the pinned one of :data:`PINNED_REVISIONS` (``"main"`` for
+    other names). Nothing is downloaded.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str (a Hub model id), got {name!r}")
+    revision = _resolve_revision(name, revision) or "main"
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(name, filename, revision=revision), str)
+
+    return cached("config.json") and any(cached(f) for f in _WEIGHT_FILES)
+
+
+def pretrained_available(name: str = CLIP_VIT_B32, *, revision: str | None = None) -> bool:
+    """True when :func:`load_clip` would get the *pretrained* weights: the Hub is reachable (and offline mode is
+    off), or the local cache holds them (:func:`pretrained_in_cache`)."""
+    return hub_reachable() or pretrained_in_cache(name, revision=revision)
+
+
 def check_tokenizer(tokenizer, model=None, *, min_vocab_size: int = 3):
     """Refuse a tokenizer that cannot serve ``model``: too small a vocabulary, ids beyond the model's table,
     or an end-of-text id that differs from the one CLIP pools at. Returns the tokenizer.
@@ -244,6 +281,76 @@ def load_clip_tokenizer(name: str = CLIP_VIT_B32, *, revision: str | None = None
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot load the tokenizer of {name!r} here: {str(err).splitlines()[0]}") from err
     return check_tokenizer(tokenizer)
+
+
+def load_clip_processor(name: str = CLIP_VIT_B32, *, revision: str | None = None):
+    """The pretrained ``CLIPProcessor`` of ``name`` (pinned revision), its tokenizer checked by
+    :func:`check_tokenizer`. Without torchvision transformers 5 uses the PIL image backend.
+
+    Raises:
+        ValueError: it cannot be had here (offline and not cached).
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str (a Hub model id), got {name!r}")
+    revision = _resolve_revision(name, revision)
+    transformers = _transformers()
+    try:
+        processor = transformers.AutoProcessor.from_pretrained(
+            name, revision=revision, local_files_only=not hub_reachable()
+        )
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot load the processor of {name!r} here: {str(err).splitlines()[0]}") from err
+    check_tokenizer(processor.tokenizer)
+    return processor
+
+
+def to_pil_images(images: torch.Tensor) -> list:
+    """``(B, 3, H, W)`` float images in ``[0, 1]`` (or one ``(3, H, W)``) → a list of ``B`` RGB PIL images.
+
+    Hugging Face image processors rescale pixel values by 1/255 themselves, so they expect 8-bit images (PIL or
+    uint8), not float tensors in ``[0, 1]``.
+    """
+    import numpy as np
+    from PIL import Image
+
+    check_tensor(images, "images", ndim=(3, 4), floating=True)
+    if images.dim() == 3:
+        images = images.unsqueeze(0)
+    if images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    pixels = (images.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    return [Image.fromarray(np.ascontiguousarray(p)) for p in pixels]
+
+
+class TokenizerAdapter:
+    """A Hugging Face tokenizer behind the course tokenizer's interface.
+
+    ``encode(texts, max_len) → (input_ids (B, max_len), attention_mask (B, max_len))`` (padded / truncated to
+    ``max_len``), as :func:`mmcourse.contrastive.zero_shot_classifier` and
+    :func:`mmcourse.quantization.evaluate_zero_shot` expect. ``len(adapter)`` is the vocabulary size.
+    """
+
+    def __init__(self, tokenizer):
+        if not callable(tokenizer) or not hasattr(tokenizer, "pad_token_id"):
+            raise TypeError(f"tokenizer must be a Hugging Face tokenizer, got {type(tokenizer).__name__}")
+        self.tokenizer = check_tokenizer(tokenizer)
+        self.eos_token_id = tokenizer.eos_token_id
+
+    def __len__(self) -> int:
+        return len(self.tokenizer)
+
+    def __repr__(self) -> str:
+        return f"TokenizerAdapter({type(self.tokenizer).__name__}, vocab={len(self)})"
+
+    def encode(self, texts, max_len: int = 77) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(texts, str):
+            texts = [texts]
+        if not isinstance(texts, (list, tuple)) or not all(isinstance(t, str) for t in texts):
+            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}")
+        check_positive(max_len, "max_len", integer=True)
+        out = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len,
+                             return_tensors="pt")
+        return out["input_ids"], out["attention_mask"]
 
 
 # ----------------------------------------------------------------------------- a tiny HF CLIP for ShapesWorld

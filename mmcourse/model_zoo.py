@@ -11,6 +11,8 @@ pretrained weights.
   memory: how a 7 B-parameter model is counted on a laptop).
 * :func:`count_parameters` — total and per top-level component (vision / text / fusion …).
 * :func:`example_inputs` — a batch of random inputs of the right shapes.
+* :func:`count_flops` — floating-point operations of one forward pass (torch's ``FlopCounterMode``; on the meta
+  device too, so a model too large for the laptop is counted without memory).
 * :func:`model_summary`, :func:`model_table` — parameters, fp32 / INT8 size (``torch.save`` bytes, or an
   estimate for meta-built models), CPU latency of one forward pass at batch 1 and 8, fp32 and INT8
   (:func:`mmcourse.quantization.quantize_dynamic_with_embeddings`).
@@ -21,7 +23,7 @@ tier (CLIP ViT-L/14-336 + a 7 B language model). transformers is imported inside
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -39,6 +41,7 @@ __all__ = [
     "build_model",
     "count_parameters",
     "example_inputs",
+    "count_flops",
     "estimated_size_bytes",
     "model_summary",
     "model_table",
@@ -265,6 +268,43 @@ def example_inputs(key, batch_size: int = 1, *, config=None, seed: int = 0) -> d
     return inputs
 
 
+def count_flops(model: nn.Module, inputs: Mapping[str, torch.Tensor]) -> int:
+    """Floating-point operations of one forward pass ``model(**inputs)`` (a multiply-add counts 2).
+
+    Counted by ``torch.utils.flop_counter.FlopCounterMode``: matrix products, convolutions and attention — the
+    operations that dominate a transformer; element-wise work (norms, activations, softmax) is not counted. The
+    inputs are moved to the model's device, so a model built on ``"meta"`` is counted without computing anything.
+
+    Raises:
+        ValueError: the forward pass cannot run on the meta device (shapes that depend on values, e.g. ViLT's
+            patch sampling): count such a model on CPU.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(inputs, Mapping) or not inputs:
+        raise TypeError(f"inputs must be a non-empty mapping name -> tensor, got {type(inputs).__name__}")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    moved = {}
+    for name, value in inputs.items():
+        if not isinstance(value, torch.Tensor):
+            raise TypeError(f"inputs[{name!r}] must be a torch.Tensor, got {type(value).__name__}")
+        moved[name] = value.to(device)
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    counter = FlopCounterMode(display=False)
+    try:  # attention through the math backend, whose matrix products the counter sees on every device
+        with counter, torch.no_grad(), sdpa_kernel([SDPBackend.MATH]):
+            model(**moved)
+    except (RuntimeError, NotImplementedError) as err:
+        if device.type != "meta":
+            raise
+        raise ValueError(f"{type(model).__name__} cannot run on the meta device ({str(err).splitlines()[0]}); "
+                         "count it on CPU") from err
+    return int(counter.get_total_flops())
+
+
 def model_summary(
     key,
     *,
@@ -275,6 +315,9 @@ def model_summary(
     repeats: int = 3,
     config=None,
     seed: int = 0,
+    device: str | None = None,
+    flops: bool = False,
+    size: bool = True,
 ) -> dict:
     """One row of the §8.1 table for a zoo entry.
 
@@ -286,6 +329,12 @@ def model_summary(
             and, with ``latency``, its speed.
         warmup, repeats: per measurement (:func:`mmcourse.quantization.measure_latency`).
         config: use this config instead of the entry's (tests use tiny ones).
+        device: ``"cpu"`` or ``"meta"``; default: CPU for CPU-runnable entries, else meta. ``"meta"`` only
+            counts (no memory, no latency; sizes estimated from shapes) — every entry in a fraction of a second.
+        flops: add ``"gflops"``, GFLOPs of one forward pass at batch 1 (:func:`count_flops`; ``None`` where the
+            model cannot run on meta, e.g. ViLT) — and ``"by_component"``, parameters per top-level component.
+        size: measure ``fp32_mb`` / ``int8_mb`` with ``torch.save`` on CPU-built models (False: estimate them from
+            the shapes, as on meta — no serialisation).
     Returns:
         ``{"model", "tier", "family", "params_m", "fp32_mb", "int8_mb", "size_source",
         "fp32_b{B}_ms", "int8_b{B}_ms" …}``; ``size_source`` is ``"torch.save"`` or ``"estimate"`` (meta).
@@ -297,16 +346,32 @@ def model_summary(
     for b in batch_sizes:
         check_positive(b, "batch_sizes[i]", integer=True)
     runnable = entry.cpu_runnable or config is not None
+    if device is not None:
+        check_choice(device, "device", ("cpu", "meta"))
+        if device == "cpu" and not runnable:
+            raise ValueError(f"{entry.name} is too large to build on CPU here; use device='meta'")
+        runnable = device == "cpu"
     model = build_model(entry, device="cpu" if runnable else "meta", seed=seed, config=config)
+    counts = count_parameters(model)
     row: dict = {"model": entry.name, "tier": entry.tier, "family": entry.family,
-                 "params_m": count_parameters(model)["total"] / 1e6}
-    if not runnable:
+                 "params_m": counts["total"] / 1e6}
+    if flops:
+        row["by_component"] = counts["by_component"]
+        row["gflops"] = None
+        if entry.inputs != "none":
+            try:
+                row["gflops"] = count_flops(model, example_inputs(entry, 1, config=model.config, seed=seed)) / 1e9
+            except ValueError:
+                pass
+    if not runnable or not size:
         row.update(fp32_mb=estimated_size_bytes(model) / 1e6, int8_mb=estimated_size_bytes(model, int8=True) / 1e6,
                    size_source="estimate")
+    if not runnable:
         return row
-    row["fp32_mb"], row["size_source"] = model_size_bytes(model) / 1e6, "torch.save"
+    if size:
+        row["fp32_mb"], row["size_source"] = model_size_bytes(model) / 1e6, "torch.save"
     quantized = quantize_dynamic_with_embeddings(model) if int8 else None
-    if quantized is not None:
+    if quantized is not None and size:
         row["int8_mb"] = model_size_bytes(quantized) / 1e6
     if latency:
         for b in batch_sizes:

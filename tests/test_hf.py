@@ -232,3 +232,96 @@ def test_retrieval_and_zero_shot_work_with_an_hf_model(model, processor, tok):
     assert classifier.shape == (2, 16) and torch.allclose(classifier.norm(dim=-1), torch.ones(2))
     accuracy = zero_shot_accuracy(image, classifier, torch.tensor([0, 1, 0]))
     assert 0 <= accuracy <= 1
+
+
+# ------------------------------------------------------------------------------ chapter 8 helpers
+
+
+def test_pretrained_in_cache_and_available_offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not hf.pretrained_in_cache("course-tests/never-published")
+    assert not hf.pretrained_available("course-tests/never-published")
+    with pytest.raises(TypeError, match="name"):
+        hf.pretrained_in_cache("")
+
+
+def test_pretrained_in_cache_finds_a_cached_snapshot(tmp_path, monkeypatch):
+    """A hand-made cache entry (the Hub's folder layout) is recognised at the pinned revision, not at another."""
+    import huggingface_hub.constants
+
+    repo = tmp_path / "models--someone--clip"
+    sha = "a" * 40
+    snapshot = repo / "snapshots" / sha
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(sha)
+    (snapshot / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    assert not hf.pretrained_in_cache("someone/clip", revision=sha)  # config but no weights
+    (snapshot / "model.safetensors").write_bytes(b"0")
+    assert hf.pretrained_in_cache("someone/clip", revision=sha)
+    assert hf.pretrained_in_cache("someone/clip", revision="main")
+    assert not hf.pretrained_in_cache("someone/clip", revision="b" * 40)
+
+
+def test_load_clip_processor_offline_says_why(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ValueError, match="cannot load the processor"):
+        hf.load_clip_processor("course-tests/never-published")
+
+
+def test_load_clip_processor_from_a_local_stand_in(tmp_path, monkeypatch):
+    from mmcourse import stand_in
+
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
+    monkeypatch.setitem(hf.KNOWN_CLIP_CONFIGS, "course-tests/clip-tiny", {
+        "text_config": {**small, "max_position_embeddings": 16},
+        "vision_config": {**small, "image_size": 32, "patch_size": 16}, "projection_dim": 16})
+    target = stand_in.write_clip_stand_in(tmp_path, "course-tests/clip-tiny", words=["red", "circle"])
+    processor = hf.load_clip_processor(str(target), revision="main")
+    assert processor.tokenizer.eos_token_id == len(processor.tokenizer) - 1
+
+
+def test_to_pil_images():
+    images = torch.zeros(2, 3, 4, 5)
+    images[1, 0] = 1.0  # red
+    images[1, 1, 0, 0] = 0.5
+    pil = hf.to_pil_images(images)
+    assert len(pil) == 2 and pil[0].size == (5, 4) and pil[0].mode == "RGB"
+    assert pil[1].getpixel((0, 0)) == (255, 128, 0) and pil[1].getpixel((1, 1)) == (255, 0, 0)
+    assert len(hf.to_pil_images(images[0])) == 1  # one (3, H, W) image
+    assert hf.to_pil_images(torch.full((1, 3, 2, 2), 2.0))[0].getpixel((0, 0)) == (255, 255, 255)  # clamped
+    with pytest.raises(ValueError, match="images"):
+        hf.to_pil_images(torch.zeros(2, 4, 4, 4))
+    with pytest.raises(TypeError, match="images"):
+        hf.to_pil_images(torch.zeros(1, 3, 2, 2, dtype=torch.uint8))
+
+
+def test_tokenizer_adapter_gives_the_course_interface(tok):
+    from mmcourse import stand_in
+    from mmcourse.contrastive import zero_shot_classifier
+
+    clip_tokenizer = stand_in.clip_stand_in_tokenizer(["a", "red", "blue", "circle", "photo", "of"])
+    adapter = hf.TokenizerAdapter(clip_tokenizer)
+    ids, mask = adapter.encode(["a red circle", "a photo of a blue circle"], max_len=8)
+    assert ids.shape == mask.shape == (2, 8) and mask.sum(1).tolist() == [5, 8]
+    assert int(ids[0, 4]) == adapter.eos_token_id and len(adapter) == len(clip_tokenizer)
+    assert adapter.encode("a red circle", max_len=6)[0].shape == (1, 6)
+    assert "TokenizerAdapter" in repr(adapter)
+    from transformers import CLIPConfig, CLIPModel
+
+    small = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(
+        text_config={**small, "vocab_size": len(adapter), "max_position_embeddings": 8,
+                     "eos_token_id": adapter.eos_token_id},
+        vision_config={**small, "image_size": 16, "patch_size": 8}, projection_dim=8)).eval()
+    weights = zero_shot_classifier(hf.as_clip_encoder(model), adapter, ["red circle", "blue circle"],
+                                   ("a {}", "a photo of a {}"), max_len=8)
+    assert weights.shape == (2, 8)
+    with pytest.raises(TypeError, match="tokenizer"):
+        hf.TokenizerAdapter(tok)  # the course tokenizer is not a Hugging Face tokenizer
+    with pytest.raises(TypeError, match="texts"):
+        adapter.encode([1, 2])
+    with pytest.raises(ValueError, match="max_len"):
+        adapter.encode(["a"], max_len=0)

@@ -109,3 +109,48 @@ def test_model_summary_on_a_tiny_config():
     assert "int8_mb" not in plain and "fp32_b1_ms" not in plain
     with pytest.raises(ValueError, match="batch_sizes"):
         Z.model_summary("clip-vit-b32", config=_tiny_config("clip-vit-b32"), batch_sizes=(0,))
+
+
+def test_count_flops_of_a_linear_layer_and_on_meta():
+    layer = nn.Sequential(nn.Linear(8, 4))
+    assert Z.count_flops(layer, {"input": torch.zeros(3, 8)}) == 2 * 3 * 8 * 4  # a multiply-add = 2 FLOPs
+    with torch.device("meta"):
+        meta_layer = nn.Sequential(nn.Linear(8, 4))
+    assert Z.count_flops(meta_layer, {"input": torch.zeros(3, 8)}) == 2 * 3 * 8 * 4  # inputs moved to meta
+    with pytest.raises(TypeError, match="inputs"):
+        Z.count_flops(layer, {})
+    with pytest.raises(TypeError, match="inputs"):
+        Z.count_flops(layer, {"input": [1.0] * 8})
+    with pytest.raises(TypeError, match="model"):
+        Z.count_flops("clip", {"input": torch.zeros(1, 8)})
+
+
+def test_count_flops_is_the_same_on_meta_and_cpu_and_refuses_data_dependent_models():
+    config = _tiny_config("clip-vit-b32")
+    inputs = Z.example_inputs("clip-vit-b32", 1, config=config)
+    cpu = Z.count_flops(Z.build_model("clip-vit-b32", config=config), inputs)
+    meta = Z.count_flops(Z.build_model("clip-vit-b32", config=config, device="meta"), inputs)
+    assert cpu == meta > 0
+    vilt_config = _tiny_config("vilt-b32")
+    vilt_inputs = Z.example_inputs("vilt-b32", 1, config=vilt_config)
+    assert Z.count_flops(Z.build_model("vilt-b32", config=vilt_config), vilt_inputs) > 0
+    with pytest.raises(ValueError, match="meta"):
+        Z.count_flops(Z.build_model("vilt-b32", config=vilt_config, device="meta"), vilt_inputs)
+
+
+def test_model_summary_on_meta_with_flops_and_without_serialising():
+    config = _tiny_config("clip-vit-b32")
+    meta = Z.model_summary("clip-vit-b32", config=config, device="meta", flops=True)
+    assert meta["size_source"] == "estimate" and "fp32_b1_ms" not in meta
+    assert meta["gflops"] > 0 and sum(meta["by_component"].values()) == round(meta["params_m"] * 1e6)
+    cpu = Z.model_summary("clip-vit-b32", config=config, flops=True, size=False, int8=False, batch_sizes=(1,),
+                          warmup=0, repeats=1)
+    assert cpu["gflops"] == pytest.approx(meta["gflops"]) and cpu["size_source"] == "estimate"
+    assert cpu["fp32_mb"] == pytest.approx(meta["fp32_mb"]) and cpu["fp32_b1_ms"] > 0
+    vilt = Z.model_summary("vilt-b32", config=_tiny_config("vilt-b32"), device="meta", flops=True)
+    assert vilt["gflops"] is None  # data-dependent patch selection cannot run on meta
+    assert Z.model_summary("llava-1.5-7b", device="meta", flops=True)["gflops"] is None  # not run here
+    with pytest.raises(ValueError, match="device"):
+        Z.model_summary("clip-vit-b32", config=config, device="cuda")
+    with pytest.raises(ValueError, match="meta"):
+        Z.model_summary("llava-1.5-7b", device="cpu")

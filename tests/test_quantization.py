@@ -456,9 +456,46 @@ def test_bit_width_sweep(text_model, ids):
     scored = Q.bit_width_sweep(text_model, bits=(8, 4), granularities=("per_channel",),
                                evaluate=lambda m: float(torch.cosine_similarity(m(ids), reference).mean()))
     assert scored[0]["metric"] > scored[1]["metric"] and scored[0]["metric"] > 0.99
+    several = Q.bit_width_sweep(text_model, bits=(8, 2), granularities=("per_tensor",),
+                                evaluate=lambda m: {"cosine": float(torch.cosine_similarity(m(ids), reference).mean()),
+                                                    "bits_seen": 1})
+    assert "metric" not in several[0] and several[0]["cosine"] > several[1]["cosine"]
+    assert several[0]["bits_seen"] == 1.0
+    with pytest.raises(ValueError, match="clashes"):
+        Q.bit_width_sweep(text_model, bits=(8,), evaluate=lambda m: {"relative": 0.0})
     tensor_rows = Q.bit_width_sweep(torch.randn(8, 8), bits=(8,))
     assert len(tensor_rows) == 2 and "metric" not in tensor_rows[0]
     with pytest.raises(ValueError, match="bits"):
         Q.bit_width_sweep(text_model, bits=(8, 3, 1))
     with pytest.raises(ValueError, match="evaluate needs a model"):
         Q.bit_width_sweep(torch.randn(3, 3), evaluate=lambda m: 0.0)
+
+
+def test_plots_draw_a_sweep_and_a_table(text_model):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sweep = Q.bit_width_sweep(text_model, bits=(2, 4, 8), evaluate=lambda m: 1.0)
+    weight = text_model.head.weight.detach()
+    fig = Q.show_bit_width(weight, sweep, bits=4, granularity="per_tensor")
+    assert len(fig.axes) == 3 and "levels" in fig.axes[2].get_title() and "15" in fig.axes[2].get_title()
+    plt.close(fig)
+    with pytest.raises(ValueError, match="metric"):
+        Q.show_bit_width(weight, [{"bits": 8, "granularity": "per_tensor", "relative": 0.1}], bits=8)
+    with pytest.raises(ValueError, match="sweep"):
+        Q.show_bit_width(weight, [], bits=8)
+    with pytest.raises(ValueError, match="bits"):
+        Q.show_bit_width(weight, sweep, bits=9)
+    rows = [{"model": "fp32", "size_mb": 4.0, "image_ms": 10.0}, {"model": "int8", "size_mb": 1.0, "image_ms": 20.0}]
+    fig = Q.show_quantization_table(rows, title="t")
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert any("4.00x smaller" in t for t in texts) and any("2.00x slower" in t for t in texts)
+    plt.close(fig)
+    assert len(Q.show_quantization_table(rows, latency="").axes) == 1
+    plt.close("all")
+    with pytest.raises(ValueError, match="latency column"):
+        Q.show_quantization_table([{"model": "a", "size_mb": 1.0}])
+    with pytest.raises(ValueError, match="rows"):
+        Q.show_quantization_table([])

@@ -13,6 +13,8 @@ dtype=torch.qint8)``. This package runs that code on today's torch and goes furt
 * :mod:`~mmcourse.quantization.measure` — size (``torch.save`` bytes), latency, cosine to float32, zero-shot
   and retrieval accuracy, and :func:`compare_models` for the before/after table.
 * :mod:`~mmcourse.quantization.analysis` — per-layer errors and bit-width sweeps as plain data.
+* :mod:`~mmcourse.quantization.plots` — figures of a bit-width sweep and of a size/latency table (matplotlib is
+  imported only when a figure is drawn).
 
 Which path runs where: the torch dynamic paths run on CPU (fbgemm / x86 kernels on Intel and AMD, qnnpack on
 ARM); :func:`quantize_from_scratch` runs anywhere (it shows the arithmetic, it is not faster); torchao's INT8
@@ -56,6 +58,7 @@ from mmcourse.quantization.measure import (
     measure_latency,
     model_size_bytes,
 )
+from mmcourse.quantization.plots import show_bit_width, show_quantization_table
 
 __all__ = [
     # core
@@ -95,4 +98,7 @@ __all__ = [
     "weight_errors",
     "layer_output_errors",
     "bit_width_sweep",
+    # plots
+    "show_bit_width",
+    "show_quantization_table",
 ]

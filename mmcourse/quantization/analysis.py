@@ -10,7 +10,7 @@ Every function returns a list of dict rows of plain numbers and strings: easy to
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -138,10 +138,13 @@ def bit_width_sweep(
         bits: bit widths to try (2..8).
         granularities: subset of ``("per_tensor", "per_channel")``.
         evaluate: for a model, ``evaluate(quantized_model) → float`` (e.g. cosine to float32, accuracy); its
-            value is the ``"metric"`` column. The quantized model comes from :func:`quantize_from_scratch`.
+            value is the ``"metric"`` column. It may also return a dict ``{column: float}`` to add several
+            columns at once (e.g. ``{"cosine": …, "accuracy": …}``). The quantized model comes from
+            :func:`quantize_from_scratch`.
         activation: passed to :func:`quantize_from_scratch` (``"weight_only"`` isolates the weight bits).
     Returns:
-        rows ``{"bits", "granularity", "relative", "sqnr_db", "packed_mb"[, "metric"]}``: ``relative`` and
+        rows ``{"bits", "granularity", "relative", "sqnr_db", "packed_mb"[, "metric" or evaluate's columns]}``:
+        ``relative`` and
         ``sqnr_db`` over all weights together; ``packed_mb`` = weights packed at ``bits`` bits + float32 scales
         (other tensors not counted).
     """
@@ -186,6 +189,13 @@ def bit_width_sweep(
             if evaluate is not None:
                 quantized = quantize_from_scratch(model_or_tensor, bits=b, granularity=g, activation=activation)
                 with torch.no_grad():
-                    row["metric"] = float(evaluate(quantized))
+                    value = evaluate(quantized)
+                if isinstance(value, Mapping):
+                    for column, number in value.items():
+                        if column in row:
+                            raise ValueError(f"evaluate's column {column!r} clashes with a sweep column")
+                        row[column] = float(number)
+                else:
+                    row["metric"] = float(value)
             rows.append(row)
     return rows
