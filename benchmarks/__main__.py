@@ -18,6 +18,7 @@ import inspect
 import json
 import os
 import platform
+import re
 import sys
 import time
 from pathlib import Path
@@ -82,7 +83,8 @@ def render(results: dict, gpu_results: dict | None = None) -> str:
             gpu_report["title"] = "GPU — " + gpu_report["title"]
             md.append(to_markdown(gpu_report))
     if results["errors"]:
-        md += ["## Errors", ""] + [f"- {k}: {v}" for k, v in results["errors"].items()]
+        md += ["## Errors", ""] + [f"- {k}: {v.splitlines()[0][:300]} (full text in the JSON)"
+                                   for k, v in results["errors"].items()]
     return "\n".join(md)
 
 
@@ -107,8 +109,9 @@ def run_all(quick: bool, only: list[str] | None = None, out_dir: Path = HERE, de
                 continue
             report = run(quick=quick, device=device) if accepts_device(run) else run(quick=quick)
         except Exception as exc:  # one broken benchmark must not hide the others
-            results["errors"][name] = f"{type(exc).__name__}: {exc}"
-            print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
+            message = re.sub(r"\x1b\[[0-9;]*m", "", f"{type(exc).__name__}: {exc}")
+            results["errors"][name] = message if len(message) < 2000 else message[:1000] + " … " + message[-1000:]
+            print(f"{name}: FAILED {message.splitlines()[0][:200]}", flush=True)
             continue
         report["seconds"] = round(time.perf_counter() - start, 1)
         results["reports"][name] = report

@@ -12,6 +12,7 @@ GPU. On a GPU only the chapters run (the exercises are graded on CPUs).
 from __future__ import annotations
 
 import copy
+import re
 import time
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def _execute(path_or_nb, cwd: Path, allow_gpu: bool) -> float:
     start = time.perf_counter()
     execute_notebook(copy.deepcopy(nb), cwd, timeout=900, allow_gpu=allow_gpu)
     return time.perf_counter() - start
+
+
+def _first_line(exc: Exception) -> str:
+    """The error a failing cell raised (its last traceback line, colour codes removed), in one short line."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()
+    errors = [line for line in text if re.match(r"^[A-Za-z_.]+(Error|Exception)\b", line)]
+    return (errors[-1] if errors else type(exc).__name__)[:160]
 
 
 def _smoke_notebook() -> nbformat.NotebookNode:
@@ -52,10 +60,16 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
             paths = sorted(folder.glob("*.ipynb"))
             seconds = []
             for path in paths:
-                seconds.append(_execute(path, path.parent, allow_gpu))
+                try:
+                    seconds.append(_execute(path, path.parent, allow_gpu))
+                except Exception as exc:  # one failing notebook must not hide the others' times
+                    rows.append({"notebook": path.name, "kind": kind, "wall s": f"failed: {_first_line(exc)}"})
+                    print(f"  {path.name}: FAILED {_first_line(exc)}", flush=True)
+                    continue
                 rows.append({"notebook": path.name, "kind": kind, "wall s": round(seconds[-1], 1)})
                 print(f"  {path.name}: {seconds[-1]:.1f} s", flush=True)
-            rows.append({"notebook": f"all {len(paths)} {kind}s", "kind": "total", "wall s": round(sum(seconds), 1)})
+            done = f"{len(seconds)} of {len(paths)}" if len(seconds) < len(paths) else f"all {len(paths)}"
+            rows.append({"notebook": f"{done} {kind}s", "kind": "total", "wall s": round(sum(seconds), 1)})
     return {
         "title": f"Course runtime ({device})",
         "columns": ["notebook", "kind", "wall s"],

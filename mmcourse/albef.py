@@ -28,6 +28,11 @@ Objectives (any subset, see :meth:`ALBEF.compute_losses`):
 fixed number of steps (optionally with :class:`HardNegativeBatches`), :func:`evaluate_retrieval` measures
 text→image / image→text Recall@K (optionally with ITM re-ranking) and :func:`compositionality_experiment` runs
 chapter 5's comparison.
+
+On top of a trained model, new objectives can be trained with its image encoder locked (LiT, BLIP-2):
+:func:`freeze_image_encoder`, then :func:`cache_image_tokens` so that no step runs the image encoder again.
+:func:`twin_scores` measures the bag-of-words failure on counterfactual twins (Winoground-style text, image and group
+scores) and :func:`predict_masked_words` lets the MLM head fill in a hidden word.
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from mmcourse.blocks import MultimodalEncoder
 from mmcourse.captioner import Captioner, ImageTokens, fact_key
 from mmcourse.contrastive import LogitScale
 from mmcourse.encoders import SmallCNN, TextTransformer, TinyViT
-from mmcourse.pretraining.itm import ITMHead, itm_accuracy, itm_loss, make_itm_pairs
+from mmcourse.pretraining.itm import ITMHead, itm_loss, make_itm_pairs
 from mmcourse.pretraining.mim import mim_loss, patchify, random_masking, unpatchify
 from mmcourse.pretraining.mlm import mask_tokens, mlm_loss
 from mmcourse.retrieval import recall_at_k
@@ -65,6 +70,13 @@ __all__ = [
     "relation_keys",
     "evaluate_retrieval",
     "COMPOSITIONALITY_SETTINGS",
+    "DEFAULT_SETTINGS",
+    "freeze_image_encoder",
+    "cache_image_tokens",
+    "relational_split",
+    "predict_masked_words",
+    "TWIN_SCORES",
+    "twin_scores",
     "compositionality_experiment",
     "captioning_experiment",
 ]
@@ -222,7 +234,10 @@ class ALBEF(nn.Module):
         """All requested losses on one batch, and their weighted sum under ``"loss"``.
 
         Args:
-            batch: ``images (B, 3, S, S)``, ``input_ids``/``attention_mask (B, L)``; optional ``scene_ids (B,)``
+            batch: ``images (B, 3, S, S)``, ``input_ids``/``attention_mask (B, L)``; optional
+                ``image_tokens (B, N, dim)`` (precomputed by a frozen image encoder, see :func:`cache_image_tokens`:
+                used instead of encoding ``images``, except by MIM, which must see the blanked pixels); optional
+                ``scene_ids (B,)``
                 (pairs of one scene are never ITM negatives), ``neg_ids``/``neg_mask (B, K, L)`` and
                 ``neg_valid (B, K)`` bool — K hard-negative captions per image (invalid ones are ignored).
             objectives: subset of ``("itc", "itm", "mlm", "mim", "itg")``.
@@ -255,7 +270,7 @@ class ALBEF(nn.Module):
         weights = weights or {}
         losses: dict[str, torch.Tensor] = {}
         b = images.shape[0]
-        img_tokens = self.image_tokens(images)
+        img_tokens = self._batch_image_tokens(batch)
         needs_text = any(o in objectives for o in ("itc", "itm"))
         txt_tokens = self.text_tokens(ids, mask) if needs_text else None
 
@@ -292,12 +307,12 @@ class ALBEF(nn.Module):
                     text_index[2 * b :][has] = choice[has]
                 logits = self.itm_logits(img_tokens[image_index], all_text[text_index], all_mask[text_index])
                 losses["itm"] = itm_loss(logits, labels)
-                losses["itm_acc"] = torch.tensor(itm_accuracy(logits.detach(), labels))
+                # on the model's device, so that a GPU step does not wait for the accuracy
+                losses["itm_acc"] = (logits.detach().argmax(dim=-1) == labels).float().mean()
 
         if "mlm" in objectives:
             masked_ids, labels = mask_tokens(ids, self.special_ids, self.vocab_size, mlm_probability, generator)
-            fused = self.fuse(self.text_tokens(masked_ids, mask), mask, img_tokens)
-            losses["mlm"] = mlm_loss(self.mlm_head(fused), labels)
+            losses["mlm"] = mlm_loss(self.mlm_logits(img_tokens, masked_ids, mask), labels)
 
         if "mim" in objectives:
             losses["mim"] = self._mim_loss(images, mask_ratio, generator)
@@ -308,6 +323,30 @@ class ALBEF(nn.Module):
         total = sum(weights.get(name, 1.0) * losses[name] for name in objectives)
         losses["loss"] = total
         return losses
+
+    def _batch_image_tokens(self, batch: dict) -> torch.Tensor:
+        """The batch's cached ``image_tokens (B, N, dim)`` if it has them, else the image encoder's output."""
+        cached = batch.get("image_tokens")
+        if cached is None:
+            return self.image_tokens(batch["images"])
+        expected = (batch["images"].shape[0], self.num_image_tokens, self.text_proj.in_features)
+        check_tensor(cached, "image_tokens", ndim=3, floating=True)
+        if tuple(cached.shape) != expected:
+            raise ValueError(f"image_tokens must have shape (B, N, dim) = {expected}, got {tuple(cached.shape)}")
+        return cached
+
+    def mlm_logits(self, image_tokens: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        """MLM head on the fused text: ``(B, L, vocab_size)`` scores for every position of (masked) ``input_ids``
+        ``(B, L)`` given image tokens ``(B, N, dim)`` — the word the model would write under each ``[MASK]``."""
+        check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+        check_tensor(image_tokens, "image_tokens", ndim=3, floating=True)
+        if image_tokens.shape[0] != input_ids.shape[0] or attention_mask.shape != input_ids.shape:
+            raise ValueError(
+                f"image_tokens (B, N, D), input_ids (B, L) and attention_mask (B, L) must agree, got "
+                f"{tuple(image_tokens.shape)}, {tuple(input_ids.shape)}, {tuple(attention_mask.shape)}"
+            )
+        fused = self.fuse(self.text_tokens(input_ids, attention_mask), attention_mask, image_tokens)
+        return self.mlm_head(fused)
 
     def _itc_loss(self, logits_i2t, img_emb, scale, batch: dict, neg_tokens, neg_mask) -> torch.Tensor:
         """Symmetric InfoNCE where pairs of one group (captions stating the same fact) are not each other's
@@ -338,13 +377,22 @@ class ALBEF(nn.Module):
         return mim_loss(pred, patches, hidden)
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor, mask_ratio: float = 0.5, generator=None):
+    def reconstruct(self, images: torch.Tensor, mask_ratio: float = 0.5, generator=None, hidden=None):
         """For figures: ``(blanked, reconstruction, hidden)`` — the masked input, the MIM output pasted into the
-        hidden cells, and the ``(B, N)`` mask."""
+        hidden cells, and the ``(B, N)`` mask (drawn with ``mask_ratio`` and ``generator``, or the given ``hidden``
+        ``(B, N)``, 1 = hidden, ``N = num_image_tokens``)."""
         if self.mim_decoder is None:
             raise ValueError("reconstruct needs a model built with mim=True")
         patches = patchify(images, self.cell_size)
-        _, hidden, _ = random_masking(patches, mask_ratio, generator)
+        if hidden is None:
+            _, hidden, _ = random_masking(patches, mask_ratio, generator)
+        else:
+            check_tensor(hidden, "hidden", ndim=2)
+            if hidden.shape != patches.shape[:2]:
+                raise ValueError(
+                    f"hidden must have shape (B, N) = {tuple(patches.shape[:2])}, got {tuple(hidden.shape)}"
+                )
+            hidden = hidden.to(patches)
         blanked_patches = patches * (1 - hidden).unsqueeze(-1)
         pred = self.mim_decoder(self.image_tokens(unpatchify(blanked_patches, self.cell_size, self.image_size)))
         mixed = torch.where(hidden.bool().unsqueeze(-1), pred, patches)
@@ -638,15 +686,20 @@ def train_albef(
 # ---------------------------------------------------------------------------------------------- evaluation
 @torch.no_grad()
 def embed(model: ALBEF, data: dict[str, torch.Tensor], batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """ITC embeddings of every image and caption in ``data``: ``(N, E)`` and ``(N, E)`` on the model's device."""
+    """ITC embeddings of every image and caption in ``data``: ``(N, E)`` and ``(N, E)`` on the model's device
+    (from ``data["image_tokens"]`` when present, see :func:`cache_image_tokens`)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
     images, texts = [], []
     n = data["images"].shape[0]
+    cached = data.get("image_tokens")
     for start in range(0, n, batch_size):
         part = slice(start, start + batch_size)
-        images.append(model.encode_image(data["images"][part].to(device)))
+        if cached is not None:
+            images.append(model.image_embedding(cached[part].to(device)))
+        else:
+            images.append(model.encode_image(data["images"][part].to(device)))
         texts.append(model.encode_text(data["input_ids"][part].to(device), data["attention_mask"][part].to(device)))
     model.train(was_training)
     return torch.cat(images), torch.cat(texts)
@@ -654,19 +707,30 @@ def embed(model: ALBEF, data: dict[str, torch.Tensor], batch_size: int = 256) ->
 
 @torch.no_grad()
 def itm_rerank(
-    model: ALBEF, data: dict[str, torch.Tensor], similarity_t2i: torch.Tensor, k: int = 8, batch_size: int = 512
+    model: ALBEF,
+    data: dict[str, torch.Tensor],
+    similarity_t2i: torch.Tensor,
+    k: int = 8,
+    batch_size: int = 512,
+    score: str = "itm",
 ) -> torch.Tensor:
     """Re-rank each text query's top-``k`` images (by ITC) with the ITM head.
 
     Args:
-        data: the gallery images and the query texts (``images``, ``input_ids``, ``attention_mask``).
+        data: the gallery images and the query texts (``images``, ``input_ids``, ``attention_mask``; cached
+            ``image_tokens`` are used when present).
         similarity_t2i: ``(Q, G)`` ITC scores of queries against gallery images.
         k: how many candidates per query the (slower) fusion encoder looks at.
+        score: how the top-``k`` are ordered: ``"itm"`` — by ITM match probability; ``"itm+itc"`` — by the ITM
+            log-probability of a match plus the ITC logit (``similarity_t2i`` times the model's learned inverse
+            temperature): both judges vote, as in ALBEF and BLIP, which add the ITM score to the ITC similarity,
+            and an ITM that has not learned yet (the same probability for every pair) leaves the ITC order alone.
     Returns:
-        ``(Q, G)`` scores where each query's top-``k`` images are ordered by ITM match probability and placed
-        above all other images (whose ITC order is kept).
+        ``(Q, G)`` scores where each query's top-``k`` images are ordered by ``score`` and placed above all other
+        images (whose ITC order is kept).
     """
     check_tensor(similarity_t2i, "similarity_t2i", ndim=2, floating=True)
+    check_choice(score, "score", ("itm", "itm+itc"))
     q, g = similarity_t2i.shape
     check_positive(k, "k", integer=True)
     k = min(k, g)
@@ -674,7 +738,10 @@ def itm_rerank(
     model.eval()
     device = next(model.parameters()).device
     top = similarity_t2i.topk(k, dim=1).indices  # (Q, k)
-    image_tokens = torch.cat([model.image_tokens(data["images"][s : s + 256].to(device)) for s in range(0, g, 256)])
+    if data.get("image_tokens") is not None:
+        image_tokens = data["image_tokens"].to(device)
+    else:
+        image_tokens = torch.cat([model.image_tokens(data["images"][s : s + 256].to(device)) for s in range(0, g, 256)])
     query = torch.arange(q).repeat_interleave(k)
     candidate = top.flatten().cpu()
     probs = []
@@ -682,11 +749,19 @@ def itm_rerank(
         qi, ci = query[start : start + batch_size], candidate[start : start + batch_size]
         ids, mask = data["input_ids"][qi].to(device), data["attention_mask"][qi].to(device)
         logits = model.itm_logits(image_tokens[ci.to(device)], model.text_tokens(ids, mask), mask)
-        probs.append(logits.softmax(dim=-1)[:, 1])
+        probs.append(logits.softmax(dim=-1)[:, 1] if score == "itm" else logits.log_softmax(dim=-1)[:, 1])
     model.train(was_training)
+    new = torch.cat(probs).view(q, k).to(similarity_t2i)
     scores = similarity_t2i.clone()
-    offset = similarity_t2i.max() - similarity_t2i.min() + 1.0
-    scores.scatter_(1, top.to(scores.device), (similarity_t2i.max() + offset + torch.cat(probs)).view(q, k).to(scores))
+    if score == "itm":
+        offset = similarity_t2i.max() - similarity_t2i.min() + 1.0
+        scores.scatter_(1, top.to(scores.device), similarity_t2i.max() + offset + new)
+        return scores
+    with torch.no_grad():
+        scale = model.logit_scale().to(similarity_t2i)
+    new = new + scale * similarity_t2i.gather(1, top.to(similarity_t2i.device))
+    # lift the re-ranked candidates above every other image, keeping their new order
+    scores.scatter_(1, top.to(scores.device), new + (similarity_t2i.max() - new.min() + 1.0))
     return scores
 
 
@@ -725,6 +800,7 @@ def evaluate_retrieval(
     keys: Sequence | None = None,
     ks: Sequence[int] = (1, 5),
     rerank_k: int | None = None,
+    rerank_score: str = "itm",
 ) -> dict[str, float]:
     """Text→image and image→text Recall@K over the scenes of ``data`` (each caption queries all images).
 
@@ -733,6 +809,7 @@ def evaluate_retrieval(
             (default: the scene itself). Use :func:`relation_keys` so that every image showing the stated
             fact counts.
         rerank_k: also report text→image Recall@K after ITM re-ranking of the top ``rerank_k``.
+        rerank_score: how :func:`itm_rerank` orders them (``"itm"`` or ``"itm+itc"``).
     Returns:
         ``{"t2i_R@1": ..., "i2t_R@1": ..., ["t2i_R@1_itm": ...]}``.
     """
@@ -750,8 +827,173 @@ def evaluate_retrieval(
     out = {f"t2i_R@{k}": v for k, v in recall_at_k(sim_t2i, positives, ks).items()}
     out.update({f"i2t_R@{k}": v for k, v in recall_at_k(sim_t2i.t(), positives.t(), ks).items()})
     if rerank_k is not None:
-        reranked = itm_rerank(model, data, sim_t2i, rerank_k)
+        reranked = itm_rerank(model, data, sim_t2i, rerank_k, score=rerank_score)
         out.update({f"t2i_R@{k}_itm": v for k, v in recall_at_k(reranked, positives, ks).items()})
+    return out
+
+
+def freeze_image_encoder(model: ALBEF) -> ALBEF:
+    """Lock the image side of ``model`` (its encoder, position embedding and image layers): no gradients, eval mode.
+
+    Training the other parts on top of a frozen, already trained image encoder is what LiT ("locked-image tuning")
+    and BLIP-2 do; on a CPU it also makes every step cheap once the image tokens are cached
+    (:func:`cache_image_tokens`). Returns ``model`` (changed in place).
+    """
+    if not isinstance(model, ALBEF):
+        raise TypeError(f"model must be an ALBEF, got {type(model).__name__}")
+    model.visual.requires_grad_(False)
+    model.visual.eval()
+    return model
+
+
+@torch.no_grad()
+def cache_image_tokens(model: ALBEF, data: dict[str, torch.Tensor], batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """A copy of ``data`` with ``image_tokens (N, num_image_tokens, dim)``: the image tokens of ``data["images"]``
+    (eval mode, on the model's device), computed once.
+
+    :meth:`ALBEF.compute_losses`, :func:`embed` and :func:`itm_rerank` use them instead of running the image
+    encoder — valid only while that encoder does not change (see :func:`freeze_image_encoder`).
+    """
+    if not isinstance(model, ALBEF):
+        raise TypeError(f"model must be an ALBEF, got {type(model).__name__}")
+    if "images" not in data:
+        raise ValueError(f"data must hold 'images', got keys {sorted(data)}")
+    check_tensor(data["images"], "data['images']", ndim=4, floating=True)
+    check_positive(batch_size, "batch_size", integer=True)
+    was_training = model.visual.training
+    model.visual.eval()
+    device = next(model.parameters()).device
+    images = data["images"]
+    tokens = [model.image_tokens(images[s : s + batch_size].to(device)) for s in range(0, images.shape[0], batch_size)]
+    model.visual.train(was_training)
+    return {**data, "image_tokens": torch.cat(tokens)}
+
+
+def relational_split(world, gallery_size: int = 500, seed: int = 0) -> tuple[list[int], list[int]]:
+    """The scenes :func:`compositionality_experiment` trains on and the held-out scenes it tests on (at most
+    ``gallery_size``): ``world.split((0.9, 0.0, 0.1), seed=seed)``. Train a base model on the first list only."""
+    check_positive(gallery_size, "gallery_size", integer=True)
+    split = world.split((0.9, 0.0, 0.1), seed=seed)
+    return list(split["train"]), list(split["test"][:gallery_size])
+
+
+@torch.no_grad()
+def predict_masked_words(
+    model: ALBEF,
+    image_tokens: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    positions: torch.Tensor,
+    mask_id: int = 3,
+) -> torch.Tensor:
+    """Hide one word per caption and let the MLM head fill it in, looking at the image.
+
+    Args:
+        image_tokens: ``(B, N, dim)`` (e.g. ``model.image_tokens(images)`` or cached ones).
+        input_ids, attention_mask: ``(B, L)`` encoded captions.
+        positions: ``(B,)`` which position of each caption becomes ``[MASK]``.
+        mask_id: the ``[MASK]`` id (the course tokenizer's is 3).
+    Returns:
+        ``(B,)`` the predicted token id at each masked position.
+    """
+    check_tensor(positions, "positions", ndim=1, floating=False)
+    check_tensor(input_ids, "input_ids", ndim=2, floating=False)
+    if positions.shape[0] != input_ids.shape[0]:
+        raise ValueError(f"positions must have one entry per caption ({input_ids.shape[0]}), got {positions.shape[0]}")
+    if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= input_ids.shape[1]):
+        raise ValueError(f"positions must lie in [0, {input_ids.shape[1]}), got {positions.tolist()}")
+    was_training = model.training
+    model.eval()
+    rows = torch.arange(input_ids.shape[0], device=input_ids.device)
+    masked = input_ids.clone()
+    masked[rows, positions] = mask_id
+    device = next(model.parameters()).device  # inputs go to the model; the answer comes back to the caller's device
+    logits = model.mlm_logits(image_tokens.to(device), masked.to(device), attention_mask.to(device))
+    model.train(was_training)
+    return logits[rows.to(device), positions.to(device)].argmax(dim=-1).to(input_ids.device)
+
+
+TWIN_SCORES: tuple[str, ...] = ("itc", "itm", "itm+itc")
+
+
+@torch.no_grad()
+def twin_scores(
+    model: ALBEF,
+    world,
+    tokenizer,
+    indices: Sequence[int],
+    kinds: Sequence[str] = TWIN_KINDS,
+    score: str = "itc",
+    max_len: int = 12,
+) -> dict:
+    """Winoground-style scores on (scene, counterfactual twin) pairs — the bag-of-words test.
+
+    Each held-out scene ``i0`` with caption ``c0`` is paired with its twin ``i1`` (:func:`counterfactual_twins`),
+    whose caption ``c1`` has the same words in another order ("a red circle left of a blue square" / "a red circle
+    right of a blue square"). With ``s(image, caption)`` the model's score:
+
+    * ``text`` — both images prefer their own caption: ``s(i0, c0) > s(i0, c1)`` and ``s(i1, c1) > s(i1, c0)``;
+    * ``image`` — both captions prefer their own image: ``s(i0, c0) > s(i1, c0)`` and ``s(i1, c1) > s(i0, c1)``;
+    * ``group`` — all four at once.
+
+    A bag of words scores both captions of a pair alike: chance is 1/4 for ``text`` and ``image`` and 1/6 for
+    ``group`` (Thrush et al., *Winoground*, 2022).
+
+    Args:
+        score: ``"itc"`` (cosine of the ITC embeddings), ``"itm"`` (ITM log-probability of a match) or
+            ``"itm+itc"`` (ITC logit plus ITM log-probability, as :func:`itm_rerank` ranks).
+    Returns:
+        ``{"text", "image", "group", "pairs", "per_kind": {kind: {"text", "image", "group", "pairs"}}}``.
+    """
+    if not isinstance(model, ALBEF):
+        raise TypeError(f"model must be an ALBEF, got {type(model).__name__}")
+    check_choice(score, "score", TWIN_SCORES)
+    twins = counterfactual_twins(world, indices, kinds)
+    if not twins["captions"]:
+        raise ValueError("indices hold no two-object scene with a counterfactual twin of the requested kinds")
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    source = twins["source"].tolist()
+    images0 = world.images[source].to(device)
+    images1 = twins["images"].to(device)
+    ids0, mask0 = (t.to(device) for t in tokenizer.encode([world.captions[i] for i in source], max_len=max_len))
+    ids1, mask1 = (t.to(device) for t in tokenizer.encode(twins["captions"], max_len=max_len))
+    tokens0, tokens1 = model.image_tokens(images0), model.image_tokens(images1)
+    text0, text1 = model.text_tokens(ids0, mask0), model.text_tokens(ids1, mask1)
+
+    scale = model.logit_scale() if score == "itm+itc" else 1.0
+
+    def s(image_tokens, text_tokens, mask):
+        value = torch.zeros(image_tokens.shape[0], device=device)
+        if score in ("itc", "itm+itc"):
+            cosine = (model.image_embedding(image_tokens) * model.text_embedding(text_tokens, mask)).sum(-1)
+            value = value + scale * cosine
+        if score in ("itm", "itm+itc"):
+            value = value + model.itm_logits(image_tokens, text_tokens, mask).log_softmax(dim=-1)[:, 1]
+        return value
+
+    s00, s01 = s(tokens0, text0, mask0), s(tokens0, text1, mask1)
+    s10, s11 = s(tokens1, text0, mask0), s(tokens1, text1, mask1)
+    model.train(was_training)
+    text_ok = (s00 > s01) & (s11 > s10)
+    image_ok = (s00 > s10) & (s11 > s01)
+    group_ok = text_ok & image_ok
+
+    def summary(select: torch.Tensor) -> dict:
+        n = int(select.sum())
+        return {
+            "text": float(text_ok[select].float().mean()) if n else float("nan"),
+            "image": float(image_ok[select].float().mean()) if n else float("nan"),
+            "group": float(group_ok[select].float().mean()) if n else float("nan"),
+            "pairs": n,
+        }
+
+    kind_of = twins["kind"]
+    out = summary(torch.ones(len(kind_of), dtype=torch.bool, device=device))
+    out["per_kind"] = {
+        kind: summary(torch.tensor([k == kind for k in kind_of], device=device)) for kind in dict.fromkeys(kind_of)
+    }
     return out
 
 
@@ -770,13 +1012,40 @@ COMPOSITIONALITY_SETTINGS: dict[str, dict] = {
         "loss_kwargs": {"itm_caption_negatives": True},
         "rerank": True,
     },
+    "ITC + hard negatives (captions and twin images)": {
+        "objectives": ("itc",),
+        "use_negatives": True,
+        "train_twins": True,
+        "hard_fraction": 0.5,
+    },
+    "ITC + ITM with hard negatives, top-k re-ranked by ITM + ITC": {
+        "objectives": ("itc", "itm"),
+        "use_negatives": True,
+        "train_twins": True,
+        "hard_fraction": 0.5,
+        "loss_kwargs": {"itm_caption_negatives": True},
+        "rerank": True,
+        "rerank_score": "itm+itc",
+    },
 }
 """The ways of training chapter 5 compares (see :func:`compositionality_experiment`): objectives, whether the
-hard-negative captions are used, extra model arguments, and whether ITM re-ranks the ITC top-k."""
+hard-negative captions are used, extra model arguments, whether ITM re-ranks the ITC top-k (and with which score,
+see :func:`itm_rerank`), whether the :func:`counterfactual_twins` of the training scenes join the training data
+(``train_twins``: hard negative *images*), and the share of each minibatch filled with hard-negative partners
+(``hard_fraction``, see :class:`HardNegativeBatches`)."""
+
+DEFAULT_SETTINGS: tuple[str, ...] = (
+    "ITC",
+    "ITC + hard-negative captions",
+    "ITC + hard-negative captions, no coordinate channels",
+    "ITC + ITM, top-k re-ranked by ITM",
+)
+"""The settings :func:`compositionality_experiment` runs by default (the from-scratch comparison of the
+benchmark)."""
 
 
 def compositionality_experiment(
-    settings: Sequence[str] = tuple(COMPOSITIONALITY_SETTINGS),
+    settings: Sequence[str] = DEFAULT_SETTINGS,
     steps: int = 400,
     batch_size: int = 128,
     num_scenes: int = 6000,
@@ -790,43 +1059,97 @@ def compositionality_experiment(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: bool = False,
+    world_kwargs: dict | None = None,
+    test_twins: Sequence[str] = (),
+    world=None,
+    base_model: ALBEF | None = None,
 ) -> dict:
     """Chapter 5's compositionality lesson, measured: two-object relational retrieval under several trainings.
 
-    A world of two-object scenes ("a red circle left of a blue square") is split by scene; each setting of
-    :data:`COMPOSITIONALITY_SETTINGS` trains a fresh :class:`ALBEF` for ``steps`` steps (same seed, same data
-    order) and is scored on ``gallery_size`` held-out scenes: every caption queries every image, and an image
-    counts as correct when it shows the stated fact (:func:`relation_keys`: other pictures of "a blue square
-    right of a red circle" are correct too; the same objects in another relation or with swapped colours are not).
+    A world of two-object scenes ("a red circle left of a blue square") is split by scene
+    (:func:`relational_split`); each setting of :data:`COMPOSITIONALITY_SETTINGS` trains a fresh :class:`ALBEF` for
+    ``steps`` steps (same seed, same data order) and is scored on ``gallery_size`` held-out scenes: every caption
+    queries every image, and an image counts as correct when it shows the stated fact (:func:`relation_keys`:
+    other pictures of "a blue square right of a red circle" are correct too; the same objects in another relation
+    or with swapped colours are not).
+
+    With ``test_twins`` (kinds of :data:`TWIN_KINDS`), the gallery also holds the :func:`counterfactual_twins` of
+    the held-out scenes: every caption then meets exactly the images a bag of words cannot tell from its own ("a
+    red circle *right* of a blue square", "a *blue* circle left of a *red* square"), and the twins' captions query
+    too. Correct answers are then decided by :func:`~mmcourse.captioner.fact_key` of the captions, and each row also
+    gets the Winoground-style :func:`twin_scores` (``twin_text``, ``twin_image``, ``twin_group``) computed with the
+    score the setting ranks by.
+
+    ``world`` replaces the generated world (two-object scenes; ``num_scenes``, ``image_size`` and ``world_kwargs``
+    are then ignored), ``world_kwargs`` go to the generated :class:`~mmcourse.data.ShapesWorld` (e.g. ``colors``,
+    ``shapes``), ``model_kwargs`` to every fresh :class:`ALBEF`.
+
+    ``base_model``: instead of a fresh model, every setting starts from a copy of this (trained) model with its
+    image encoder frozen (:func:`freeze_image_encoder`; image tokens are computed once, :func:`cache_image_tokens`),
+    so the settings differ only in how the text side, the projections and the fusion are trained. Train it on the
+    first list of :func:`relational_split` only.
 
     With ``eval_every``, text→image R@1 is also measured during training (``histories[s].eval_metrics``) and each
     row tells the first measured step with R@1 >= 0.9 and the training time up to it (evaluation time excluded).
 
     Returns:
         ``{"rows": [{"setting", "objectives", "steps", "train_s", "t2i_R@1", "t2i_R@5", "i2t_R@1",
-        ["step_R@1>=0.9", "s_R@1>=0.9"]}, ...],
-        "models": {setting: model}, "histories": {setting: History}, "test": test data, "keys": relation keys}``.
+        ["t2i_R@1_before_rerank"], ["twin_text", "twin_image", "twin_group" (and ``_before_rerank``)],
+        ["step_R@1>=0.9", "s_R@1>=0.9"]},
+        ...], "models": {setting: model}, "histories": {setting: History}, "test": test data, "keys": relation keys,
+        "world", "tokenizer", "test_indices": the held-out scenes (the first rows of ``test``; twins follow)}``.
         ``train_s`` is wall-clock training time (it varies with the machine and its load; the models do not).
     """
+    import copy
+
     from mmcourse.data import ShapesWorld, Tokenizer
 
     for name in settings:
         check_choice(name, "settings", tuple(COMPOSITIONALITY_SETTINGS))
+    for kind in test_twins:
+        check_choice(kind, "test_twins", TWIN_KINDS)
     check_positive(steps, "steps", integer=True)
-    world = ShapesWorld(num_scenes, image_size=image_size, max_objects=2, min_objects=2, seed=seed)
+    if base_model is not None:
+        if not isinstance(base_model, ALBEF):
+            raise TypeError(f"base_model must be an ALBEF, got {type(base_model).__name__}")
+        for name in settings:
+            if COMPOSITIONALITY_SETTINGS[name].get("model_kwargs"):
+                raise ValueError(f"setting {name!r} changes the architecture, so it cannot start from base_model")
+    if world is None:
+        world = ShapesWorld(
+            num_scenes, image_size=image_size, max_objects=2, min_objects=2, seed=seed, **(world_kwargs or {})
+        )
+    elif not bool((world.num_objects == 2).all()):
+        raise ValueError("world must hold two-object scenes only (min_objects=max_objects=2)")
+    image_size = world.image_size
     tokenizer = Tokenizer.from_world(world)
-    split = world.split((0.9, 0.0, 0.1), seed=seed)
-    test_idx = split["test"][:gallery_size]
-    train = prepare_data(world, tokenizer, split["train"], tuple(negative_kinds), max_len=12)
-    test = prepare_data(world, tokenizer, test_idx, (), max_len=12)
-    keys = relation_keys(world, test_idx)
+    train_idx, test_idx = relational_split(world, gallery_size, seed)
+    train_variants = {
+        False: prepare_data(world, tokenizer, train_idx, tuple(negative_kinds), max_len=12),
+    }
+    if any(COMPOSITIONALITY_SETTINGS[name].get("train_twins") for name in settings):
+        train_variants[True] = prepare_data(
+            world, tokenizer, train_idx, tuple(negative_kinds), max_len=12, twins=TWIN_KINDS
+        )
+    test = prepare_data(world, tokenizer, test_idx, (), max_len=12, twins=tuple(test_twins))
+    if base_model is not None:  # the frozen image encoder gives every setting the same tokens: compute them once
+        train_variants = {key: cache_image_tokens(base_model, value) for key, value in train_variants.items()}
+        test = cache_image_tokens(base_model, test)
+    if test_twins:
+        twin_captions = counterfactual_twins(world, test_idx, tuple(test_twins))["captions"]
+        keys = [fact_key(world.captions[i]) for i in test_idx] + [fact_key(c) for c in twin_captions]
+    else:
+        keys = relation_keys(world, test_idx)
     rows, models, histories = [], {}, {}
     for name in settings:
         spec = COMPOSITIONALITY_SETTINGS[name]
         torch.manual_seed(seed)
-        model = ALBEF(
-            tokenizer.vocab_size, image_size, max_len=12, **((model_kwargs or {}) | spec.get("model_kwargs", {}))
-        )
+        if base_model is None:
+            model = ALBEF(
+                tokenizer.vocab_size, image_size, max_len=12, **((model_kwargs or {}) | spec.get("model_kwargs", {}))
+            )
+        else:
+            model = freeze_image_encoder(copy.deepcopy(base_model))
         eval_seconds = [0.0]
 
         def curve(m: ALBEF, spent: list = eval_seconds) -> dict:
@@ -837,12 +1160,13 @@ def compositionality_experiment(
 
         history = train_albef(
             model,
-            train,
+            train_variants[bool(spec.get("train_twins"))],
             spec["objectives"],
             steps=steps,
             batch_size=batch_size,
             lr=lr,
             use_negatives=spec["use_negatives"],
+            hard_fraction=spec.get("hard_fraction", 0.0),
             loss_kwargs=spec.get("loss_kwargs"),
             seed=seed,
             device=device,
@@ -850,8 +1174,11 @@ def compositionality_experiment(
             eval_fn=curve if eval_every else None,
             eval_every=eval_every,
         )
+        if base_model is not None:
+            model.visual.eval()  # fit() switched the whole model to train mode; the locked encoder stays in eval
         k = rerank_k if spec.get("rerank") else None
-        metrics = evaluate_retrieval(model, test, keys, ks=(1, 5), rerank_k=k)
+        rerank_score = spec.get("rerank_score", "itm")
+        metrics = evaluate_retrieval(model, test, keys, ks=(1, 5), rerank_k=k, rerank_score=rerank_score)
         row = {
             "setting": name if k is None else name.replace("top-k", f"top-{k}"),
             "objectives": "+".join(spec["objectives"]),
@@ -863,6 +1190,12 @@ def compositionality_experiment(
         }
         if k:
             row["t2i_R@1_before_rerank"] = metrics["t2i_R@1"]
+        if test_twins:
+            twin = twin_scores(model, world, tokenizer, test_idx, tuple(test_twins), rerank_score if k else "itc")
+            row.update({"twin_text": twin["text"], "twin_image": twin["image"], "twin_group": twin["group"]})
+            if k:
+                twin = twin_scores(model, world, tokenizer, test_idx, tuple(test_twins), "itc")
+                row.update({f"twin_{m}_before_rerank": twin[m] for m in ("text", "image", "group")})
         if eval_every:
             train_seconds = history.seconds - eval_seconds[0]
             curve_points = zip(history.eval_steps, history.eval_metrics["t2i_R@1"], strict=True)
@@ -872,7 +1205,16 @@ def compositionality_experiment(
             row["train_s"] = round(train_seconds, 1)
         rows.append(row)
         models[name], histories[name] = model, history
-    return {"rows": rows, "models": models, "histories": histories, "test": test, "keys": keys}
+    return {
+        "rows": rows,
+        "models": models,
+        "histories": histories,
+        "test": test,
+        "keys": keys,
+        "world": world,
+        "tokenizer": tokenizer,
+        "test_indices": list(test_idx),
+    }
 
 
 def captioning_experiment(

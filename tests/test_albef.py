@@ -273,3 +273,182 @@ def test_counterfactual_twins_make_the_hard_negative_caption_true(world, tok):
     assert extra == int((world.num_objects[:24] == 2).sum())
     assert (data["scene_ids"][24:] == -1).all()
     assert (data["group_ids"][24:] != data["group_ids"][:24][world.num_objects[:24] == 2]).all()
+
+
+# ---------------------------------------------------------------------------------------------- chapter 5 additions
+def _frozen_pair(tok, data):
+    from mmcourse.albef import cache_image_tokens, freeze_image_encoder
+
+    model = freeze_image_encoder(tiny_model(tok, captioner=True))
+    model.eval()
+    return model, cache_image_tokens(model, data)
+
+
+def test_cached_image_tokens_give_the_same_losses_as_the_encoder(tok, data):
+    model, cached = _frozen_pair(tok, data)
+    assert cached["image_tokens"].shape == (24, model.num_image_tokens, 16)
+    assert "image_tokens" not in data  # a copy, the input is untouched
+    batch = {k: v[:8] for k, v in data.items()}
+    batch_cached = {k: v[:8] for k, v in cached.items()}
+    objectives = ("itc", "itm", "mlm", "itg")
+    with torch.no_grad():
+        plain = model.compute_losses(batch, objectives, generator=torch.Generator().manual_seed(0))
+        fast = model.compute_losses(batch_cached, objectives, generator=torch.Generator().manual_seed(0))
+    for name in objectives:
+        assert torch.allclose(plain[name], fast[name], atol=1e-5), name
+    image_emb, _ = embed(model, data)
+    cached_emb, _ = embed(model, cached)
+    assert torch.allclose(image_emb, cached_emb, atol=1e-5)
+
+
+def test_cached_tokens_of_the_wrong_shape_are_refused(tok, data):
+    model, cached = _frozen_pair(tok, data)
+    batch = {k: v[:8] for k, v in cached.items()}
+    batch["image_tokens"] = batch["image_tokens"][:, :-1]
+    with pytest.raises(ValueError, match="image_tokens"):
+        model.compute_losses(batch, ("itc",))
+    from mmcourse.albef import cache_image_tokens, freeze_image_encoder
+
+    with pytest.raises(ValueError, match="images"):
+        cache_image_tokens(model, {"input_ids": data["input_ids"]})
+    with pytest.raises(TypeError, match="ALBEF"):
+        freeze_image_encoder(torch.nn.Linear(2, 2))
+
+
+def test_frozen_image_encoder_does_not_change_while_the_rest_trains(tok, data):
+    model, cached = _frozen_pair(tok, data)
+    visual = {k: v.clone() for k, v in model.visual.state_dict().items()}
+    text = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
+    train_albef(model, cached, ("itc", "mlm"), steps=3, batch_size=8)
+    assert all(torch.equal(visual[k], v) for k, v in model.visual.state_dict().items())
+    assert not all(torch.equal(text[k], v) for k, v in model.text_encoder.state_dict().items())
+    assert not any(p.requires_grad for p in model.visual.parameters())
+
+
+def test_itm_rerank_with_the_summed_score(tok, data):
+    import math
+
+    model, cached = _frozen_pair(tok, data)
+    image_emb, text_emb = embed(model, cached)
+    sim = text_emb @ image_emb.t()
+    reranked = itm_rerank(model, cached, sim, k=4, score="itm+itc")
+    top_itc = sim.topk(4, dim=1).indices
+    top_new = reranked.topk(4, dim=1).indices
+    assert torch.equal(top_itc.sort(1).values, top_new.sort(1).values)
+    q = 1
+    with torch.no_grad():
+        logits = model.itm_logits(
+            cached["image_tokens"][top_itc[q]],
+            model.text_tokens(data["input_ids"][[q] * 4], data["attention_mask"][[q] * 4]),
+            data["attention_mask"][[q] * 4],
+        )
+        expected = logits.log_softmax(-1)[:, 1] + model.logit_scale() * sim[q, top_itc[q]]
+    assert torch.equal(top_new[q], top_itc[q][expected.argsort(descending=True, stable=True)])
+    assert math.isfinite(float(reranked.max()))
+    with pytest.raises(ValueError, match="score"):
+        itm_rerank(model, cached, sim, k=4, score="best")
+    metrics = evaluate_retrieval(model, cached, ks=(1,), rerank_k=4, rerank_score="itm+itc")
+    assert 0.0 <= metrics["t2i_R@1_itm"] <= 1.0
+
+
+def test_relational_split_is_disjoint_and_bounded():
+    from mmcourse.albef import relational_split
+
+    two = ShapesWorld(100, image_size=16, min_objects=2, max_objects=2, seed=1)
+    train_idx, test_idx = relational_split(two, gallery_size=7, seed=0)
+    assert len(test_idx) == 7 and not set(train_idx) & set(test_idx)
+    assert relational_split(two, gallery_size=7, seed=0) == (train_idx, test_idx)
+    with pytest.raises(ValueError, match="gallery_size"):
+        relational_split(two, gallery_size=0)
+
+
+def test_twin_scores_follow_the_winoground_definition(tok):
+    from mmcourse.albef import twin_scores
+
+    two = ShapesWorld(40, image_size=16, min_objects=2, max_objects=2, seed=2)
+    tok2 = Tokenizer.from_world(two)
+    model = tiny_model(tok2)
+    scores = twin_scores(model, two, tok2, range(20))
+    assert scores["pairs"] == sum(s["pairs"] for s in scores["per_kind"].values()) > 0
+    for key in ("text", "image", "group"):
+        assert 0.0 <= scores[key] <= 1.0
+    assert scores["group"] <= min(scores["text"], scores["image"])
+    # an image side that sees nothing cannot prefer one image to another: the image score is 0 (ties lose)
+    blind = tiny_model(tok2)
+    constant = torch.nn.functional.normalize(torch.ones(1, 16), dim=-1)
+    blind.image_embedding = lambda tokens: constant.expand(tokens.shape[0], -1)
+    assert twin_scores(blind, two, tok2, range(20))["image"] == 0.0
+    for score in ("itm", "itm+itc"):
+        assert 0.0 <= twin_scores(model, two, tok2, range(20), score=score)["group"] <= 1.0
+    with pytest.raises(ValueError, match="score"):
+        twin_scores(model, two, tok2, range(20), score="cosine")
+
+
+def test_predict_masked_words_reads_the_mlm_head(tok, data):
+    from mmcourse.albef import predict_masked_words
+
+    model, cached = _frozen_pair(tok, data)
+    ids, mask = data["input_ids"][:6], data["attention_mask"][:6]
+    positions = torch.tensor([1, 2, 3, 1, 2, 3])
+    guess = predict_masked_words(model, cached["image_tokens"][:6], ids, mask, positions, tok.mask_id)
+    masked = ids.clone()
+    masked[torch.arange(6), positions] = tok.mask_id
+    with torch.no_grad():
+        logits = model.mlm_logits(cached["image_tokens"][:6], masked, mask)
+    assert torch.equal(guess, logits[torch.arange(6), positions].argmax(-1))
+    with pytest.raises(ValueError, match="positions"):
+        predict_masked_words(model, cached["image_tokens"][:6], ids, mask, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="positions"):
+        predict_masked_words(model, cached["image_tokens"][:6], ids, mask, torch.full((6,), 12))
+
+
+def test_reconstruct_with_a_given_mask(tok, data):
+    model = tiny_model(tok, mim=True).eval()
+    images = data["images"][:3]
+    hidden = torch.zeros(3, model.num_image_tokens)
+    hidden[:, 0] = 1
+    blanked, mixed, used = model.reconstruct(images, hidden=hidden)
+    assert torch.equal(used, hidden)
+    cell = model.cell_size
+    assert torch.equal(mixed[..., cell:, :], images[..., cell:, :].clamp(0, 1))  # visible cells stay as they were
+    assert (blanked[..., :cell, :cell] == 0).all()
+    with pytest.raises(ValueError, match="hidden"):
+        model.reconstruct(images, hidden=torch.zeros(3, 2))
+
+
+def test_compositionality_experiment_from_a_frozen_base():
+    from mmcourse.albef import COMPOSITIONALITY_SETTINGS, DEFAULT_SETTINGS, compositionality_experiment
+
+    two = ShapesWorld(120, image_size=16, min_objects=2, max_objects=2, seed=3)
+    tok2 = Tokenizer.from_world(two)
+    base = tiny_model(tok2)
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    settings = ["ITC", "ITC + ITM with hard negatives, top-k re-ranked by ITM + ITC"]
+    out = compositionality_experiment(
+        settings,
+        steps=2,
+        batch_size=8,
+        gallery_size=8,
+        rerank_k=3,
+        world=two,
+        base_model=base,
+        test_twins=("swap_relation",),
+    )
+    itc_row, albef_row = out["rows"]
+    assert albef_row["setting"].endswith("top-3 re-ranked by ITM + ITC")
+    for key in ("twin_text", "twin_image", "twin_group"):
+        assert 0.0 <= itc_row[key] <= 1.0 and 0.0 <= albef_row[key + "_before_rerank"] <= 1.0
+    assert len(out["keys"]) == out["test"]["images"].shape[0] > len(out["test_indices"])
+    assert all(torch.equal(before[k], v) for k, v in base.state_dict().items())  # the base itself is not trained
+    frozen_copy = out["models"]["ITC"]
+    assert all(torch.equal(before["visual." + k], v) for k, v in frozen_copy.visual.state_dict().items())
+    with pytest.raises(ValueError, match="architecture"):
+        compositionality_experiment(
+            ["ITC + hard-negative captions, no coordinate channels"], steps=1, world=two, base_model=base
+        )
+    with pytest.raises(ValueError, match="two-object"):
+        compositionality_experiment(["ITC"], steps=1, world=ShapesWorld(20, image_size=16, seed=0))
+    with pytest.raises(ValueError, match="test_twins"):
+        compositionality_experiment(["ITC"], steps=1, world=two, test_twins=("swap_shapes",))
+    # the from-scratch benchmark keeps its four settings by default
+    assert DEFAULT_SETTINGS == tuple(list(COMPOSITIONALITY_SETTINGS)[:4])
