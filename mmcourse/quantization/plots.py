@@ -83,12 +83,12 @@ def show_bit_width(
     axes[1].set_ylabel(metric_label)
     axes[1].set_title(f"Model: {metric_label}")
 
-    w = weight.detach().float().flatten()
-    w_hat = fake_quantize(weight.detach().float(), bits, granularity, axis=0).flatten()
+    w = weight.detach().cpu().float().flatten()
+    w_hat = fake_quantize(weight.detach().cpu().float(), bits, granularity, axis=0).flatten()
     low, high = float(w.min()), float(w.max())
-    edges = torch.linspace(low, high, bins + 1).numpy()
-    axes[2].hist(w.numpy(), bins=edges, color="lightgray", label="float32")
-    axes[2].hist(w_hat.numpy(), bins=edges, histtype="step", color=_COLORS[granularity], lw=1.2,
+    edges = torch.linspace(low, high, bins + 1).cpu().numpy()
+    axes[2].hist(w.cpu().numpy(), bins=edges, color="lightgray", label="float32")
+    axes[2].hist(w_hat.cpu().numpy(), bins=edges, histtype="step", color=_COLORS[granularity], lw=1.2,
                  label=f"INT{bits} {_LABELS[granularity]}")
     axes[2].set_yscale("log")
     axes[2].set_xlabel("weight value")
