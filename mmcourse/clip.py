@@ -345,6 +345,16 @@ def zero_shot_color_shape_accuracy(
     ``mmcourse.data.CLASS_NAMES``); prompts are built from ``templates`` with template ensembling.
     Default ``indices``: every scene with exactly one object.
     """
+    classnames, features, labels = _color_shape_task(model, world, indices)
+    classifier = zero_shot_classifier(model, tokenizer, classnames, templates, max_len=max_len)
+    return zero_shot_accuracy(features, classifier, labels)
+
+
+def _color_shape_task(model: TinyCLIP, world, indices: Sequence[int] | None):
+    """The colour+shape zero-shot task: class names, image features ``(N, D)`` and labels ``(N,)``.
+
+    Default ``indices``: every scene with exactly one object.
+    """
     from mmcourse.data import COLORS, SHAPES
 
     if indices is None:
@@ -352,11 +362,8 @@ def zero_shot_color_shape_accuracy(
     indices = [int(i) for i in indices]
     if not indices:
         raise ValueError("no scenes to evaluate: indices is empty (or the world has no one-object scene)")
-    classnames = class_prompt_names(COLORS, SHAPES)
-    classifier = zero_shot_classifier(model, tokenizer, classnames, templates, max_len=max_len)
     features = encode_images(model, world.images[torch.tensor(indices)])
-    labels = _color_shape_labels(world, indices)
-    return zero_shot_accuracy(features, classifier, labels)
+    return class_prompt_names(COLORS, SHAPES), features, _color_shape_labels(world, indices)
 
 
 @torch.no_grad()
@@ -414,18 +421,9 @@ def zero_shot_template_accuracies(
     Returns:
         ``{template: accuracy, ..., "ensemble": accuracy}`` in the order of ``templates``.
     """
-    from mmcourse.data import COLORS, SHAPES
-
     if isinstance(templates, str) or len(templates) == 0:
         raise ValueError(f"templates must be a non-empty list of strings with '{{}}', got {templates!r}")
-    if indices is None:
-        indices = (world.num_objects == 1).nonzero().flatten().tolist()
-    indices = [int(i) for i in indices]
-    if not indices:
-        raise ValueError("no scenes to evaluate: indices is empty (or the world has no one-object scene)")
-    classnames = class_prompt_names(COLORS, SHAPES)
-    features = encode_images(model, world.images[torch.tensor(indices)])
-    labels = _color_shape_labels(world, indices)
+    classnames, features, labels = _color_shape_task(model, world, indices)
     out = {}
     for template in templates:
         classifier = zero_shot_classifier(model, tokenizer, classnames, (template,), max_len=max_len)
