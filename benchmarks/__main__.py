@@ -73,6 +73,8 @@ def accepts_device(run) -> bool:
 def render(results: dict, gpu_results: dict | None = None) -> str:
     """RESULTS.md: machine, then every report (and its GPU twin, when there is one)."""
     md = ["# Benchmark results", "", "Machine: " + ", ".join(f"{k} {v}" for k, v in results["machine"].items()), ""]
+    if results.get("preface"):  # how the tables were assembled, when they come from several runs
+        md += [results["preface"], ""]
     if gpu_results:
         gpu_machine = ", ".join(f"{k} {v}" for k, v in gpu_results["machine"].items())
         md += [f"GPU tables (marked GPU) come from a separate run on: {gpu_machine}", ""]

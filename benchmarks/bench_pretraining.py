@@ -37,7 +37,7 @@ COLUMNS = [
 ]
 
 FULL = {
-    "retrieval": dict(steps=400, batch_size=128, num_scenes=6000, gallery_size=500, eval_every=50),
+    "retrieval": dict(steps=400, batch_size=128, num_scenes=6000, gallery_size=500, eval_every=25),
     "captioning": dict(steps=300, batch_size=128, num_scenes=4000, test_size=500),
 }
 TINY_MODEL = dict(cnn_width=4, dim=16, embed_dim=16, text_depth=1, num_heads=2)
@@ -103,7 +103,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
         f"{t_captioning.median:.0f} s; process CPU time {time.process_time() - cpu_start:.0f} s. "
         "Retrieval: every held-out caption queries all held-out images; an image is correct when it shows the "
         "stated fact (same objects, same relation, either word order). s_to_R@1>=0.9: training seconds until "
-        "the first evaluation (every 50 steps) with text→image R@1 >= 0.9 — within a run whose cosine schedule "
+        "the first evaluation (every 25 steps) with text→image R@1 >= 0.9 — within a run whose cosine schedule "
         "spans all steps, so a shorter run is not equivalent."
     )
     for r in results["retrieval"]["rows"]:

@@ -19,3 +19,17 @@ def test_quick_benchmarks_run_and_write_a_report(tmp_path):
     for report in results["reports"].values():
         assert report["rows"], report["title"]
         assert report["title"] in markdown
+
+
+def test_render_keeps_the_preface_and_pairs_gpu_tables():
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.__main__ import render
+
+    report = {"title": "T", "columns": ["a"], "rows": [{"a": 1.5}]}
+    cpu = {"machine": {"cpu_count": 2}, "reports": {"bench_x": report}, "errors": {}, "preface": "Assembled from runs."}
+    gpu = {"machine": {"cuda": "G"}, "reports": {"bench_x": report | {"rows": [{"a": 0.5}]}}, "errors": {}}
+    markdown = render(cpu, gpu)
+    assert "Assembled from runs." in markdown
+    assert markdown.index("### T") < markdown.index("### GPU — T")
+    assert "| 0.5 |" in markdown and "| 1.5 |" in markdown
+    assert "Assembled" not in render(cpu | {"preface": ""})
