@@ -99,7 +99,7 @@ def bag_of_words(
     keep = attention_mask.bool()
     for special in skip_ids:
         keep &= input_ids != int(special)
-    counts = torch.zeros(input_ids.size(0), vocab_size)
+    counts = torch.zeros(input_ids.size(0), vocab_size, device=input_ids.device)
     return counts.scatter_add_(1, input_ids.long(), keep.float())
 
 
@@ -164,8 +164,8 @@ class CrossAttentionMatcher(nn.Module):
         image_tokens = self.image_encoder(images).tokens  # (N, T, Dv)
         text_tokens = self.text_encoder(input_ids, attention_mask).tokens  # (C, L, D)
         n, c = image_tokens.size(0), text_tokens.size(0)
-        image_index = torch.arange(n).repeat_interleave(c)
-        text_index = torch.arange(c).repeat(n)
+        image_index = torch.arange(n, device=image_tokens.device).repeat_interleave(c)
+        text_index = torch.arange(c, device=image_tokens.device).repeat(n)
         scores = [
             self.fuse(image_tokens[image_index[i : i + chunk]], text_tokens[text_index[i : i + chunk]],
                       attention_mask[text_index[i : i + chunk]])
@@ -193,12 +193,13 @@ def train_cure(
     lr: float = 3e-3,
     max_len: int = 12,
     seed: int = 0,
+    device: torch.device | str | None = None,
 ) -> tuple[nn.Module, History]:
     """Train one of :data:`CURES` on the image–caption pairs of the scenes ``indices`` (one-object scenes).
 
     All use a :class:`SmallCNN` of width 8 from scratch, AdamW with warm-up + cosine, ``steps`` steps of
     ``batch_size`` scenes, seeded by ``seed``. ``"contrastive"`` is :func:`mmcourse.sparsity.train_on_pairs` with
-    :data:`mmcourse.sparsity.SMALL_MODEL`.
+    :data:`mmcourse.sparsity.SMALL_MODEL`. ``device``: where to train (default the CPU).
 
     Returns:
         ``(model, history)``, the model in ``eval()`` mode: an :class:`ImageToTextProjection`, a
@@ -212,7 +213,7 @@ def train_cure(
         raise ValueError(f"indices must select at least 2 scenes, got {len(indices)}")
     if cure == "contrastive":
         return train_on_pairs(world, tokenizer, indices, steps=steps, batch_size=batch_size, lr=lr, max_len=max_len,
-                              seed=seed, **SMALL_MODEL)
+                              seed=seed, device=device, **SMALL_MODEL)
     image_size = world.images.shape[-1]
     images = world.images[torch.tensor(indices)]
     ids, mask = _tokenize(world, tokenizer, indices, None, max_len)
@@ -239,10 +240,10 @@ def train_cure(
             # another scene's caption that is word for word the true one is no wrong candidate: leave it out
             same = (other_ids == true_ids).all(dim=1)
             logits[:, 1] = logits[:, 1].masked_fill(same, torch.finfo(logits.dtype).min)
-            return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long))
+            return F.cross_entropy(logits, torch.zeros(len(logits), dtype=torch.long, device=logits.device))
 
     history = fit(model, step, data, steps=steps, batch_size=min(batch_size, len(indices)), lr=lr,
-                  weight_decay=0.05, lr_schedule="cosine", warmup_steps=10, grad_clip=1.0, seed=seed)
+                  weight_decay=0.05, lr_schedule="cosine", warmup_steps=10, grad_clip=1.0, seed=seed, device=device)
     model.eval()
     return model, history
 
@@ -268,12 +269,14 @@ def caption_scores(
     or cosine in the shared space (:class:`mmcourse.clip.TinyCLIP`).
 
     Returns:
-        ``scores (N, C)``, ``caption_index (N,)`` (the caption of each image) and the ``C`` distinct captions.
+        ``scores (N, C)`` on the CPU, ``caption_index (N,)`` (the caption of each image) and the ``C`` distinct
+        captions.
     """
     indices = [int(i) for i in indices]
     distinct, caption_index = distinct_captions(world, indices)
-    images = world.images[torch.tensor(indices)]
-    ids, mask = tokenizer.encode(distinct, max_len=max_len)
+    device = next(model.parameters()).device
+    images = world.images[torch.tensor(indices)].to(device)
+    ids, mask = (t.to(device) for t in tokenizer.encode(distinct, max_len=max_len))
     model.eval()
     if isinstance(model, ImageToTextProjection):
         scores = F.normalize(model(images), dim=-1) @ F.normalize(bag_of_words(ids, mask, model.vocab_size), dim=-1).t()
@@ -284,7 +287,7 @@ def caption_scores(
     else:
         raise TypeError(f"model must be an ImageToTextProjection, a CrossAttentionMatcher or a TinyCLIP, "
                         f"got {type(model).__name__}")
-    return scores, caption_index, distinct
+    return scores.float().cpu(), caption_index, distinct
 
 
 def cure_recall(model: nn.Module, world, tokenizer, indices: Sequence[int], max_len: int = 12) -> dict[str, float]:

@@ -217,7 +217,10 @@ class _Projections(nn.Module):
 
 @torch.no_grad()
 def _frozen_features(model: TinyCLIP, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
-    """Pooled encoder outputs of frozen encoders: images ``(N, Dv)``, texts ``(N, P, Dt)`` for ``ids (N, P, L)``."""
+    """Pooled encoder outputs of frozen encoders: images ``(N, Dv)``, texts ``(N, P, Dt)`` for ``ids (N, P, L)``,
+    computed on the model's device."""
+    device = next(model.parameters()).device
+    images, ids, mask = images.to(device), ids.to(device), mask.to(device)
     image_features = torch.cat([model.image_encoder(images[i : i + 512]).pooled for i in range(0, len(images), 512)])
     n, p, length = ids.shape
     text_features = model.text_encoder(ids.view(n * p, length), mask.view(n * p, length)).pooled
@@ -251,6 +254,7 @@ def train_on_pairs(
     freeze_encoders: bool = False,
     max_len: int = 12,
     seed: int = 0,
+    device: torch.device | str | None = None,
     **model_kwargs,
 ) -> tuple[TinyCLIP, History]:
     """Train a TinyCLIP contrastively on the image–caption pairs of the scenes ``indices``, a fixed number of steps.
@@ -268,6 +272,8 @@ def train_on_pairs(
             projection layers and the temperature — transfer from a pretrained model.
         max_len: token length.
         seed: seeds the pairing noise, initialisation, batches, paraphrase choice and augmentation.
+        device: where to train (default: the CPU, or where ``init`` lives); the random draws stay on the CPU, so
+            the model depends on ``seed`` only (up to the device's arithmetic).
         model_kwargs: :func:`mmcourse.clip.build_tiny_clip` arguments when ``init`` is None (default
             :data:`SMALL_MODEL`).
     Returns:
@@ -311,13 +317,19 @@ def train_on_pairs(
         for encoder in (model.image_encoder, model.text_encoder):
             encoder.eval()
             encoder.requires_grad_(False)
+    if device is None and init is not None:
+        device = next(init.parameters()).device
+    if device is not None:
+        model.to(device)  # after the new heads, so that they move too
 
     choice_generator = torch.Generator().manual_seed(seed + 1)
     augment_generator = torch.Generator().manual_seed(seed + 2)
     augment = tuple(augment)
 
     def pick_texts(batch_counts: torch.Tensor) -> torch.Tensor:
-        return (torch.rand(len(batch_counts), generator=choice_generator) * batch_counts).long()
+        """One text per scene, drawn on the CPU (seeded), returned on the batch's device."""
+        pick = (torch.rand(len(batch_counts), generator=choice_generator) * batch_counts.cpu()).long()
+        return pick.to(batch_counts.device)
 
     if freeze_encoders and not augment:
         # frozen encoders see every input once: train the projections on their cached outputs
@@ -328,7 +340,7 @@ def train_on_pairs(
         def step(module: _Projections, batch):
             batch_images, batch_texts, batch_counts = batch
             pick = pick_texts(batch_counts)
-            return module.loss(batch_images, batch_texts[torch.arange(len(pick)), pick])
+            return module.loss(batch_images, batch_texts[torch.arange(len(pick), device=pick.device), pick])
     else:
         trainable = _Projections(model) if freeze_encoders else model
         data = (images, ids, mask, counts)
@@ -338,7 +350,7 @@ def train_on_pairs(
             if augment:
                 batch_images = augment_images(batch_images, augment, augment_generator)
             pick = pick_texts(batch_counts)
-            rows = torch.arange(len(pick))
+            rows = torch.arange(len(pick), device=pick.device)
             text_ids, text_mask = batch_ids[rows, pick], batch_mask[rows, pick]
             if freeze_encoders:
                 with torch.no_grad():
@@ -359,6 +371,7 @@ def train_on_pairs(
         warmup_steps=warmup_steps,
         grad_clip=1.0,
         seed=seed,
+        device=device,
     )
     model.eval()
     return model, history

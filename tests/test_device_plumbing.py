@@ -162,6 +162,19 @@ def test_modality_classifier():
     assert_on(model(images(), ids, torch.ones(B, L, dtype=torch.long, device=META)), META)
 
 
+def test_heterogeneity_cures():
+    # chapter 7's cures: the projection's loss, the matcher and its pairwise scores follow the inputs
+    from mmcourse.heterogeneity import CrossAttentionMatcher, ImageToTextProjection
+
+    ids, mask = token_ids()
+    words = torch.rand(B, VOCAB, device=META)  # bag-of-words targets (bag_of_words checks the id range: .item())
+    projection = on_meta(ImageToTextProjection(VOCAB, S, cnn_width=4, vision_dim=8))
+    assert_on(projection.loss(images(), words), META)
+    matcher = on_meta(CrossAttentionMatcher(VOCAB, S, cnn_width=4, vision_dim=8, text_dim=16, max_len=L))
+    assert_on(matcher(images(), ids, mask), META)
+    assert_on(matcher.pairwise(images(), ids[:3], mask[:3]), META)
+
+
 def test_fit_keeps_in_memory_data_on_the_model_device():
     # fit moves in-memory tensors to the model's device once; batches then never leave it
     from mmcourse.train import fit

@@ -1,0 +1,93 @@
+"""Training and evaluation on a device that is not the CPU, run on the CPU with ``fake_cuda`` (see its docstring).
+
+The meta-device tests check forward passes; these run whole (tiny) training loops and evaluations, where the
+device bugs hide: targets built on the CPU, random draws from a CPU generator, scores gathered with CPU indices.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from fake_cuda import DeviceMismatch, fake_cuda, is_tagged
+
+import mmcourse
+from mmcourse.data import ShapesWorld, Tokenizer
+
+SHAPES3 = ["circle", "square", "triangle"]
+
+
+@pytest.fixture(scope="module")
+def world():
+    return ShapesWorld(48, image_size=16, max_objects=1, seed=0, shapes=SHAPES3)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(world):
+    return Tokenizer.from_world(world)
+
+
+def test_the_harness_fails_where_cuda_would():
+    with fake_cuda():
+        device = mmcourse.setup(0)
+        assert device.type == "cuda"
+        x = torch.randn(4, 3).to(device)
+        assert x.device.type == "cuda" and is_tagged(x)
+        with pytest.raises(DeviceMismatch):
+            _ = x + torch.arange(3)  # a CPU tensor that is not 0-dim
+        _ = x + torch.tensor(2.0)  # CPU scalars mix, as on CUDA
+        _ = x[torch.tensor([0, 2])]  # CPU indices into a GPU tensor are fine
+        with pytest.raises(DeviceMismatch):
+            _ = torch.arange(4)[x[:, 0].long().clamp(0, 3)]  # GPU indices into a CPU tensor are not
+        with pytest.raises(TypeError, match="numpy"):
+            x.numpy()
+        with pytest.raises(DeviceMismatch, match="generator"):
+            torch.rand(3, generator=torch.Generator().manual_seed(0), device=device)
+        y = x.cpu()
+        assert y.device.type == "cpu" and not is_tagged(y) and is_tagged(x)
+    assert not torch.cuda.is_available() or torch.cuda.get_device_name(0) != "fake CUDA (CPU)"
+
+
+def test_a_module_moved_to_the_device_trains_there():
+    with fake_cuda():
+        model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4)).to("cuda")
+        assert all(p.device.type == "cuda" for p in model.parameters())
+        assert all(b.device.type == "cuda" for b in model.buffers())
+        with pytest.raises(DeviceMismatch):
+            model(torch.randn(5, 3))
+        out = model(torch.randn(5, 3, device="cuda"))
+        out.sum().backward()
+        assert all(p.grad.device.type == "cuda" for p in model.parameters())
+
+
+def test_tiny_clip_training_and_evaluation(world, tokenizer):
+    from mmcourse.clip import caption_retrieval, train_tiny_clip, zero_shot_color_shape_accuracy
+
+    with fake_cuda():
+        model, history = train_tiny_clip(world, tokenizer, steps=2, batch_size=16, device="cuda")
+        assert next(model.parameters()).device.type == "cuda"
+        assert 0.0 <= zero_shot_color_shape_accuracy(model, world, tokenizer) <= 1.0
+        assert set(caption_retrieval(model, world.images[:12], world.captions[:12], tokenizer, ks=(1,)))
+
+
+@pytest.mark.parametrize("cure", ["projection", "cross_attention", "contrastive"])
+def test_chapter7_cures(world, tokenizer, cure):
+    from mmcourse.heterogeneity import cure_recall, train_cure
+
+    with fake_cuda():
+        model, _ = train_cure(cure, world, tokenizer, list(range(24)), steps=2, batch_size=8, device="cuda")
+        assert next(model.parameters()).device.type == "cuda"
+        recall = cure_recall(model, world, tokenizer, list(range(24, 36)))
+        assert 0.0 <= recall["i2t_R@1"] <= 1.0
+
+
+@pytest.mark.parametrize("options", [{}, {"augment": ["shift", "flip"]}, {"freeze_encoders": True}])
+def test_chapter7_small_data_training(world, tokenizer, options):
+    from mmcourse.sparsity import score_pairs, train_on_pairs
+
+    with fake_cuda():
+        init = None
+        if options.get("freeze_encoders"):
+            init, _ = train_on_pairs(world, tokenizer, list(range(16)), steps=1, batch_size=8, device="cuda")
+        scores = score_pairs(world, tokenizer, list(range(16)), list(range(24, 36)), steps=2, batch_size=8,
+                             device="cuda", init=init, **options)
+        assert 0.0 <= scores["accuracy"] <= 1.0
