@@ -380,7 +380,8 @@ class ALBEF(nn.Module):
     def reconstruct(self, images: torch.Tensor, mask_ratio: float = 0.5, generator=None, hidden=None):
         """For figures: ``(blanked, reconstruction, hidden)`` — the masked input, the MIM output pasted into the
         hidden cells, and the ``(B, N)`` mask (drawn with ``mask_ratio`` and ``generator``, or the given ``hidden``
-        ``(B, N)``, 1 = hidden, ``N = num_image_tokens``)."""
+        ``(B, N)``, 1 = hidden, ``N = num_image_tokens``). The mask is drawn where ``images`` are (so it depends
+        on ``generator`` only), the model runs on its own device, and the outputs come back to the images' device."""
         if self.mim_decoder is None:
             raise ValueError("reconstruct needs a model built with mim=True")
         patches = patchify(images, self.cell_size)
@@ -394,7 +395,8 @@ class ALBEF(nn.Module):
                 )
             hidden = hidden.to(patches)
         blanked_patches = patches * (1 - hidden).unsqueeze(-1)
-        pred = self.mim_decoder(self.image_tokens(unpatchify(blanked_patches, self.cell_size, self.image_size)))
+        blanked = unpatchify(blanked_patches, self.cell_size, self.image_size).to(next(self.parameters()).device)
+        pred = self.mim_decoder(self.image_tokens(blanked)).to(patches.device)
         mixed = torch.where(hidden.bool().unsqueeze(-1), pred, patches)
         unp = lambda p: unpatchify(p, self.cell_size, self.image_size)  # noqa: E731
         return unp(blanked_patches), unp(mixed).clamp(0, 1), hidden

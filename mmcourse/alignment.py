@@ -102,13 +102,15 @@ class MatchingHead(nn.Module):
         return self.net(torch.cat([i, t, i * t, (i - t).abs()], dim=-1)).squeeze(-1)
 
     def pairwise(self, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """Scores of every image with every text: ``(Ni, D), (Nt, D) → (Ni, Nt)``."""
+        """Scores of every image with every text: ``(Ni, D), (Nt, D) → (Ni, Nt)``, computed on the head's device and
+        returned on the device of ``image_embeddings`` (CPU embeddings from :func:`embed_captions` give CPU scores)."""
         check_tensor(image_embeddings, "image_embeddings", ndim=2, floating=True)
         check_tensor(text_embeddings, "text_embeddings", ndim=2, floating=True)
+        device = next(self.parameters()).device
         ni, nt = image_embeddings.size(0), text_embeddings.size(0)
-        images = image_embeddings[:, None, :].expand(ni, nt, -1)
-        texts = text_embeddings[None, :, :].expand(ni, nt, -1)
-        return self(images, texts)
+        images = image_embeddings.to(device)[:, None, :].expand(ni, nt, -1)
+        texts = text_embeddings.to(device)[None, :, :].expand(ni, nt, -1)
+        return self(images, texts).to(image_embeddings.device)
 
 
 class AttributeHead(nn.Module):

@@ -62,14 +62,19 @@ def word_patch_attention(
             CrossAttentionFusionClassifier`.
         layer: which fusion layer (negative indices count from the last).
         head: ``None`` = mean over heads.
+    Returns:
+        the heat-maps on the CPU (for plots), whatever device the model runs on; the inputs move to it.
     """
+    device = next(model.parameters()).device
+    images, input_ids = images.to(device), input_ids.to(device)
+    attention_mask = attention_mask.to(device) if attention_mask is not None else None
     was_training = model.training
     model.eval()
     _, all_weights = model(images, input_ids, attention_mask, need_weights=True)
     model.train(was_training)
     if not -len(all_weights) <= layer < len(all_weights):
         raise ValueError(f"layer must be in [-{len(all_weights)}, {len(all_weights)}), got {layer}")
-    return patch_heatmaps(all_weights[layer], head)
+    return patch_heatmaps(all_weights[layer].cpu(), head)
 
 
 def upsample_heatmap(heatmap: torch.Tensor, size: int) -> torch.Tensor:

@@ -44,10 +44,15 @@ def is_tagged(t) -> bool:
     return isinstance(t, torch.Tensor) and getattr(t, TAG, False)
 
 
+TAGGED = {"count": 0}
+"""How many tensors have been tagged: proof that a run really went through the fake device."""
+
+
 def _tag(value):
     def tag_one(t):
         if isinstance(t, torch.Tensor):
             setattr(t, TAG, True)
+            TAGGED["count"] += 1
         return t
 
     return tree_map(tag_one, value)
@@ -73,6 +78,7 @@ def _name(func) -> str:
 _GETTER = type(torch.Tensor.device.__get__)
 _INDEXING = {torch.Tensor.__getitem__, torch.Tensor.__setitem__}
 _COPIES = {torch.Tensor.copy_}
+_METADATA = {torch._has_compatible_shallow_copy_type}  # asks about tensor types, computes nothing
 _RANDOM = {torch.rand, torch.randn, torch.randint, torch.randperm, torch.normal, torch.bernoulli, torch.multinomial}
 
 
@@ -110,10 +116,10 @@ class FakeCuda(TorchFunctionMode):
             kwargs = dict(kwargs, device=CPU)
         tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
         tagged = [t for t in tensors if is_tagged(t)]
-        if tagged and func not in _COPIES:
+        if tagged and func not in _COPIES and func not in _METADATA:
             self._check_mix(func, args, tensors)
         out = func(*args, **kwargs)
-        if func in _COPIES:
+        if func in _COPIES or func in _METADATA:
             return out  # the destination keeps its device
         if wants_cuda or tagged:
             _tag(out)
@@ -191,6 +197,8 @@ class FakeCuda(TorchFunctionMode):
         copy = t.clone() if t is source else t
         if is_tagged(copy):
             setattr(copy, TAG, False)
+        if isinstance(source, torch.nn.Parameter):
+            setattr(source, TAG, False)  # Module.cpu(): the parameter object stays, its .data becomes the copy
         return copy
 
 
@@ -233,6 +241,20 @@ def enable() -> None:
     enable.stack = stack  # keep it open
 
 
+def _describe_failure(nb) -> str:
+    """The failing cell's source, the error and the code frames of its traceback, without colour codes."""
+    import re
+
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                frames = [re.sub(r"\x1b\[[0-9;]*m", "", line) for line in output["traceback"]]
+                where = [line.splitlines()[0] for line in frames if line.startswith("File ")]
+                return (f"--- cell ---\n{cell.source}\n--- frames ---\n" + "\n".join(where)
+                        + f"\n--- error ---\n{output['ename']}: {output['evalue']}")
+    return "no error output found"
+
+
 def run_notebooks(paths: list[str], timeout: int = 1200) -> int:
     """Execute each notebook in a fresh kernel with the harness on; print the first failing cell per notebook."""
     import nbformat
@@ -246,14 +268,18 @@ def run_notebooks(paths: list[str], timeout: int = 1200) -> int:
         prelude = nbformat.v4.new_code_cell(f"import sys; sys.path.insert(0, {str(here)!r})\n"
                                             "import fake_cuda; fake_cuda.enable()")
         nb.cells.insert(0, prelude)
+        nb.cells.append(nbformat.v4.new_code_cell(
+            "assert fake_cuda.TAGGED['count'] > 0, 'nothing ran on the fake device'\n"
+            "print('tensors on the fake device:', fake_cuda.TAGGED['count'])"))
         client = NotebookClient(nb, timeout=timeout, kernel_name="python3",
                                 resources={"metadata": {"path": str(Path(path).resolve().parent)}})
         try:
             client.execute()
-            print(f"{path}: ok", flush=True)
-        except CellExecutionError as exc:
+            count = "".join(o.get("text", "") for o in nb.cells[-1].outputs).strip()
+            print(f"{path}: ok ({count})", flush=True)
+        except CellExecutionError:
             failures += 1
-            print(f"{path}: FAILED\n{str(exc)[-3000:]}", flush=True)
+            print(f"{path}: FAILED\n{_describe_failure(nb)}", flush=True)
     return 1 if failures else 0
 
 

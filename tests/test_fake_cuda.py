@@ -91,3 +91,33 @@ def test_chapter7_small_data_training(world, tokenizer, options):
         scores = score_pairs(world, tokenizer, list(range(16)), list(range(24, 36)), steps=2, batch_size=8,
                              device="cuda", init=init, **options)
         assert 0.0 <= scores["accuracy"] <= 1.0
+
+
+def test_analysis_helpers_bring_results_back_where_the_inputs_are(world, tokenizer):
+    # helpers meant for tables and figures run the model on its device and answer on the inputs' (CPU) device
+    from mmcourse.albef import ALBEF
+    from mmcourse.alignment import MatchingHead
+    from mmcourse.attention_viz import word_patch_attention
+    from mmcourse.relational import build_fusion_model
+
+    with fake_cuda():
+        head = MatchingHead(8).to("cuda")
+        scores = head.pairwise(torch.randn(3, 8), torch.randn(5, 8))
+        assert scores.shape == (3, 5) and scores.device.type == "cpu"
+
+        fusion = build_fusion_model("cross", tokenizer.vocab_size, image_size=16, patch_size=4).to("cuda")
+        ids, mask = tokenizer.encode(world.captions[:2], max_len=8)
+        maps = word_patch_attention(fusion, world.images[:2], ids, mask)
+        assert maps.device.type == "cpu" and maps.shape[:2] == (2, 8)
+
+        model = ALBEF(tokenizer.vocab_size, 16, image_encoder="vit", patch_size=4, image_layers=0, coordinates=False,
+                      dim=16, num_heads=2, max_len=8, mim=True).to("cuda")
+        blanked, reconstruction, hidden = model.reconstruct(world.images[:2], 0.5, torch.Generator().manual_seed(0))
+        assert all(t.device.type == "cpu" for t in (blanked, reconstruction, hidden))
+
+
+def test_a_module_comes_back_to_the_cpu():
+    with fake_cuda():
+        model = torch.nn.Linear(3, 2).to("cuda").cpu()
+        assert all(p.device.type == "cpu" for p in model.parameters())
+        assert model(torch.randn(4, 3)).device.type == "cpu"
