@@ -121,3 +121,72 @@ def test_a_module_comes_back_to_the_cpu():
         model = torch.nn.Linear(3, 2).to("cuda").cpu()
         assert all(p.device.type == "cpu" for p in model.parameters())
         assert model(torch.randn(4, 3)).device.type == "cpu"
+
+
+TINY_ALBEF = dict(cnn_width=4, dim=16, embed_dim=16, text_depth=1, num_heads=2)
+
+
+def test_chapter5_experiments_on_the_device():
+    # every compositionality setting (ITC, hard negatives, twins, ITM re-ranking) and both captioning objectives
+    from mmcourse.albef import COMPOSITIONALITY_SETTINGS, captioning_experiment, compositionality_experiment
+
+    settings = [name for name, spec in COMPOSITIONALITY_SETTINGS.items() if not spec.get("model_kwargs")]
+    with fake_cuda():
+        result = compositionality_experiment(settings, steps=2, batch_size=16, num_scenes=300, gallery_size=40,
+                                             rerank_k=4, eval_every=2, model_kwargs=TINY_ALBEF, device="cuda",
+                                             test_twins=("swap_relation",))
+        assert len(result["rows"]) == len(settings)
+        captions = captioning_experiment(steps=2, batch_size=16, num_scenes=200, test_size=20,
+                                         model_kwargs=TINY_ALBEF, device="cuda")
+        assert all(0.0 <= row["objects_match"] <= 1.0 for row in captions["rows"])
+
+
+def test_chapter6_vqa_and_search_on_the_device():
+    from mmcourse.clip import train_tiny_clip
+    from mmcourse.encoders import SmallCNN
+    from mmcourse.search import SearchEngine
+    from mmcourse.vqa import VQAModel, accuracy_per_type, answer_probabilities, predict_answers, train_vqa, vqa_tensors
+
+    world = ShapesWorld(40, image_size=16, max_objects=2, seed=1)
+    tokenizer = Tokenizer.from_world(world)
+    data = vqa_tensors(world, tokenizer, indices=range(20), max_len=12)
+    with fake_cuda():
+        torch.manual_seed(0)
+        model = VQAModel(tokenizer.vocab_size, SmallCNN(3, width=4, dim=16, image_size=16), dim=16, num_heads=2,
+                         max_len=12)
+        train_vqa(model, world.images, data, steps=2, batch_size=8, device="cuda")
+        assert 0.0 <= accuracy_per_type(predict_answers(model, world.images, data), data)["all"] <= 1.0
+        assert answer_probabilities(model, world.images, data).shape[0] == len(data["answer_ids"])
+
+        clip, _ = train_tiny_clip(world, tokenizer, steps=2, batch_size=8, device="cuda")
+        engine = SearchEngine(clip, tokenizer, world.images[:10], texts=world.captions[:10])
+        for query in ("a red circle", world.images[0]):
+            results = engine.search(query, k=3)
+            assert results.indices.shape == (1, 3)
+
+
+def test_chapters_1_to_3_training_on_the_device():
+    from mmcourse.alignment import alignment_metrics, train_alignment
+    from mmcourse.data import collate
+    from mmcourse.modality import accuracy, train_classifier
+    from mmcourse.relational import build_fusion_model, fusion_accuracy, left_of_questions, train_fusion
+
+    world = ShapesWorld(40, image_size=16, max_objects=1, seed=0, shapes=SHAPES3)
+    tokenizer = Tokenizer.from_world(world)
+    batch = collate([world[i] for i in range(40)], tokenizer, max_len=12)
+    data = {k: batch[k] for k in ("images", "input_ids", "attention_mask")} | {"labels": world.attribute("color")}
+    pairs = ShapesWorld(40, image_size=32, min_objects=2, max_objects=2, seed=0)
+    pair_tokenizer = Tokenizer.from_world(pairs)
+    with fake_cuda():
+        classifier = train_classifier(data, tokenizer, 6, steps=2, batch_size=8, width=4, device="cuda")
+        assert 0.0 <= accuracy(classifier, data, use="both") <= 1.0
+        for strategy in ("implicit", "explicit", "contrastive"):
+            run = train_alignment(strategy, world, tokenizer, indices=range(24), steps=2, batch_size=8,
+                                  probe_images=world.images[:4], probe_texts=world.captions[:4], snapshot_every=1,
+                                  device="cuda")
+            assert alignment_metrics(run.model, world, tokenizer, list(range(24, 40)))
+        questions = left_of_questions(pairs, pair_tokenizer, list(range(40)))
+        for kind in ("late", "early", "cross"):
+            fusion = build_fusion_model(kind, pair_tokenizer.vocab_size, image_size=32, patch_size=8)
+            train_fusion(fusion, questions, steps=2, batch_size=8, device="cuda",
+                         eval_fn=lambda m: fusion_accuracy(m, questions), eval_every=1)
