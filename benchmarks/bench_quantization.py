@@ -114,11 +114,8 @@ def _int8_gemm_ceiling(repeats: int, rounds: int) -> tuple[list[dict], str]:
     this build supports. If the bare INT8 matmul is less than 2x faster than float32, no INT8 path can make the
     whole model 2x faster: LayerNorm, GELU, softmax and the attention matmuls stay in float32.
     """
-    with Q.silence_quantization_warnings():  # quantized tensor creation is deprecated; this measures it anyway
-        return _gemm_rows(repeats, rounds)
+    import functools
 
-
-def _gemm_rows(repeats: int, rounds: int) -> tuple[list[dict], str]:
     import torch.nn.functional as F
     from torch.ao.nn.quantized import Linear as StaticLinear
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
@@ -127,30 +124,32 @@ def _gemm_rows(repeats: int, rounds: int) -> tuple[list[dict], str]:
     tokens, d_in, d_out = 8 * 50, 768, 3072
     x = torch.randn(tokens, d_in, generator=g)
     weight, bias = torch.randn(d_out, d_in, generator=g) * 0.02, torch.zeros(d_out)
-    q_weight = torch.quantize_per_channel(weight, weight.abs().amax(1) / 127, torch.zeros(d_out, dtype=torch.long),
-                                          0, torch.qint8)
     previous = torch.backends.quantized.engine
     fns = {"float32 F.linear": lambda: F.linear(x, weight, bias)}
     engines = [e for e in ("fbgemm", "onednn") if e in torch.backends.quantized.supported_engines]
-    try:
-        for engine in engines:
-            torch.backends.quantized.engine = engine
-            dynamic = DynamicLinear(d_in, d_out)
-            dynamic.set_weight_bias(q_weight, bias)
-            static = StaticLinear(d_in, d_out)
-            static.set_weight_bias(q_weight, bias)
-            static.scale, static.zero_point = 0.05, 64
-            x_q = torch.quantize_per_tensor(x, float(x.abs().max()) / 127, 128, torch.quint8)
 
-            def use(engine=engine, layer=dynamic, inputs=x):
+    def use(engine, layer, inputs):
+        torch.backends.quantized.engine = engine
+        return layer(inputs)
+
+    # quantized tensor creation is deprecated (the warning is silenced); this measures the kernels anyway
+    with Q.silence_quantization_warnings():
+        q_weight = torch.quantize_per_channel(weight, weight.abs().amax(1) / 127,
+                                              torch.zeros(d_out, dtype=torch.long), 0, torch.qint8)
+        x_q = torch.quantize_per_tensor(x, float(x.abs().max()) / 127, 128, torch.quint8)
+        try:
+            for engine in engines:
                 torch.backends.quantized.engine = engine
-                return layer(inputs)
-
-            fns[f"{engine} INT8 dynamic"] = use
-            fns[f"{engine} INT8 static"] = lambda engine=engine, layer=static, inputs=x_q: use(engine, layer, inputs)
-        timings = Q.compare_latency(fns, warmup=2, repeats=repeats, rounds=rounds)
-    finally:
-        torch.backends.quantized.engine = previous
+                dynamic = DynamicLinear(d_in, d_out)
+                dynamic.set_weight_bias(q_weight, bias)
+                static = StaticLinear(d_in, d_out)
+                static.set_weight_bias(q_weight, bias)
+                static.scale, static.zero_point = 0.05, 64
+                fns[f"{engine} INT8 dynamic"] = functools.partial(use, engine, dynamic, x)
+                fns[f"{engine} INT8 static"] = functools.partial(use, engine, static, x_q)
+            timings = Q.compare_latency(fns, warmup=2, repeats=repeats, rounds=rounds)
+        finally:
+            torch.backends.quantized.engine = previous
     reference = timings["float32 F.linear"].median
     flops = 2 * tokens * d_in * d_out
     rows = [{"kernel": name, "ms": round(t.median * 1e3, 2), "x": round(reference / t.median, 2),

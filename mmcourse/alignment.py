@@ -37,6 +37,7 @@ from mmcourse.clip import (
     TinyCLIP,
     build_tiny_clip,
     class_prompt_names,
+    draw_text_choice,
     encode_images,
     encode_texts,
     tokenize_scene_texts,
@@ -341,9 +342,7 @@ def train_alignment(
 
     def step(aligner: _Aligner, batch):
         images, batch_ids, batch_mask, batch_counts, colors, shapes = batch
-        pick = (torch.rand(len(batch_counts), generator=choice_generator) * batch_counts.cpu()).long()
-        rows = torch.arange(len(pick), device=batch_ids.device)
-        pick = pick.to(batch_ids.device)
+        rows, pick = draw_text_choice(batch_counts, choice_generator)
         text_ids, text_mask = batch_ids[rows, pick], batch_mask[rows, pick]
         if strategy == "implicit":
             return implicit_matching_loss(aligner.model, aligner.head, images, text_ids, text_mask)

@@ -34,6 +34,7 @@ __all__ = [
     "encode_images",
     "encode_texts",
     "tokenize_scene_texts",
+    "draw_text_choice",
     "zero_shot_color_shape_accuracy",
     "caption_retrieval",
     "SHAPES_TEMPLATES",
@@ -216,6 +217,16 @@ def tokenize_scene_texts(world, tokenizer, indices: Sequence[int], use_paraphras
     """Each scene's caption (and paraphrases) tokenized: ids, masks ``(N, P, L)`` and counts ``(N,)``."""
     return _tokenize_texts_per_scene(tokenizer, _scene_texts(world, indices, use_paraphrases), max_len)
 
+
+def draw_text_choice(counts: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of its texts each scene of a batch uses this step: ``counts (B,)`` texts per scene → ``(rows, choice)``,
+    two ``(B,)`` index tensors on ``counts``' device, for ``per_scene[rows, choice]`` of any ``(B, P, ...)`` tensor.
+
+    The draw is made on the CPU from ``generator``, so the same seed picks the same texts on every device.
+    """
+    choice = (torch.rand(len(counts), generator=generator) * counts.cpu()).long().to(counts.device)
+    return torch.arange(len(choice), device=counts.device), choice
+
 def train_tiny_clip(
     world,
     tokenizer=None,
@@ -285,10 +296,7 @@ def train_tiny_clip(
 
     def step(model: TinyCLIP, batch):
         batch_images, batch_ids, batch_mask, batch_counts = batch
-        pick = (torch.rand(len(batch_counts), generator=choice_generator) * batch_counts.cpu()).long()
-        rows = torch.arange(len(pick))
-        pick = pick.to(batch_ids.device)
-        rows = rows.to(batch_ids.device)
+        rows, pick = draw_text_choice(batch_counts, choice_generator)
         loss = model.loss(batch_images, batch_ids[rows, pick], batch_mask[rows, pick])
         return loss, {"logit_scale": float(model.logit_scale().detach())}
 

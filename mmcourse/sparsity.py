@@ -34,6 +34,7 @@ from mmcourse.clip import (
     TinyCLIP,
     build_tiny_clip,
     class_prompt_names,
+    draw_text_choice,
     encode_images,
     tokenize_scene_texts,
 )
@@ -100,6 +101,15 @@ def _shift(images: torch.Tensor, max_shift: int, generator: torch.Generator | No
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
 
+def _check_augmentation_names(kinds, name: str) -> None:
+    """``kinds`` must be a list (not a string) of names from :data:`AUGMENTATIONS`."""
+    if isinstance(kinds, str):
+        raise TypeError(f"{name} must be a list of names from {list(AUGMENTATIONS)}, got the string {kinds!r}")
+    for kind in kinds:
+        if kind not in AUGMENTATIONS:
+            raise ValueError(f"{name} must hold names from {list(AUGMENTATIONS)}, got {kind!r}")
+
+
 def augment_images(
     images: torch.Tensor,
     kinds: Sequence[str],
@@ -122,11 +132,7 @@ def augment_images(
     check_tensor(images, "images", ndim=4, floating=True)
     if images.size(1) != 3:
         raise ValueError(f"images must have shape (B, 3, H, W), got {tuple(images.shape)}")
-    if isinstance(kinds, str):
-        raise TypeError(f"kinds must be a list of names from {list(AUGMENTATIONS)}, got the string {kinds!r}")
-    for kind in kinds:
-        if kind not in AUGMENTATIONS:
-            raise ValueError(f"kinds must hold names from {list(AUGMENTATIONS)}, got {kind!r}")
+    _check_augmentation_names(kinds, "kinds")
     check_positive(max_shift, "max_shift", integer=True)
     check_positive(noise_std, "noise_std")
     out = images.clone()
@@ -285,11 +291,7 @@ def train_on_pairs(
     check_probability(noise_rate, "noise_rate", low_open=False, high_open=False)
     if not isinstance(use_paraphrases, bool):
         raise TypeError(f"use_paraphrases must be True or False, got {use_paraphrases!r}")
-    if isinstance(augment, str):
-        raise TypeError(f"augment must be a list of names from {list(AUGMENTATIONS)}, got the string {augment!r}")
-    for kind in augment:
-        if kind not in AUGMENTATIONS:
-            raise ValueError(f"augment must hold names from {list(AUGMENTATIONS)}, got {kind!r}")
+    _check_augmentation_names(augment, "augment")
     if init is not None and not isinstance(init, TinyCLIP):
         raise TypeError(f"init must be a TinyCLIP or None, got {type(init).__name__}")
     if freeze_encoders and init is None:
@@ -326,11 +328,6 @@ def train_on_pairs(
     augment_generator = torch.Generator().manual_seed(seed + 2)
     augment = tuple(augment)
 
-    def pick_texts(batch_counts: torch.Tensor) -> torch.Tensor:
-        """One text per scene, drawn on the CPU (seeded), returned on the batch's device."""
-        pick = (torch.rand(len(batch_counts), generator=choice_generator) * batch_counts.cpu()).long()
-        return pick.to(batch_counts.device)
-
     if freeze_encoders and not augment:
         # frozen encoders see every input once: train the projections on their cached outputs
         image_features, text_features = _frozen_features(model, images, ids, mask)
@@ -339,8 +336,8 @@ def train_on_pairs(
 
         def step(module: _Projections, batch):
             batch_images, batch_texts, batch_counts = batch
-            pick = pick_texts(batch_counts)
-            return module.loss(batch_images, batch_texts[torch.arange(len(pick), device=pick.device), pick])
+            rows, pick = draw_text_choice(batch_counts, choice_generator)
+            return module.loss(batch_images, batch_texts[rows, pick])
     else:
         trainable = _Projections(model) if freeze_encoders else model
         data = (images, ids, mask, counts)
@@ -349,8 +346,7 @@ def train_on_pairs(
             batch_images, batch_ids, batch_mask, batch_counts = batch
             if augment:
                 batch_images = augment_images(batch_images, augment, augment_generator)
-            pick = pick_texts(batch_counts)
-            rows = torch.arange(len(pick), device=pick.device)
+            rows, pick = draw_text_choice(batch_counts, choice_generator)
             text_ids, text_mask = batch_ids[rows, pick], batch_mask[rows, pick]
             if freeze_encoders:
                 with torch.no_grad():

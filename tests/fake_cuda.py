@@ -160,7 +160,7 @@ class FakeCuda(TorchFunctionMode):
     def _to(self, args, kwargs):
         """``Tensor.to`` in any of its forms: (device, dtype, non_blocking, copy), (dtype, ...), (tensor, ...)."""
         self_t = args[0]
-        device, dtype, other = kwargs.get("device"), kwargs.get("dtype"), kwargs.get("other")
+        device, dtype, other = kwargs.get("device"), kwargs.get("dtype"), kwargs.get("tensor")
         for a in args[1:]:
             if isinstance(a, torch.Tensor):
                 other = a

@@ -44,6 +44,8 @@ def test_the_harness_fails_where_cuda_would():
             torch.rand(3, generator=torch.Generator().manual_seed(0), device=device)
         y = x.cpu()
         assert y.device.type == "cpu" and not is_tagged(y) and is_tagged(x)
+        assert torch.ones(2).to(x).device.type == "cuda" and torch.ones(2).to(tensor=x).device.type == "cuda"
+        assert x.to(torch.float64).device.type == "cuda" and x.to(tensor=y).device.type == "cpu"
     assert not torch.cuda.is_available() or torch.cuda.get_device_name(0) != "fake CUDA (CPU)"
 
 
