@@ -264,23 +264,26 @@ def _text_config(model):
     return text_config
 
 
+def _from_hub(auto_class: str, what: str, name: str, revision: str | None):
+    """``transformers.<auto_class>.from_pretrained(name)`` at the pinned revision, from the cache when the Hub is
+    out of reach; a clear ``ValueError`` naming ``what`` when it cannot be had."""
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"name must be a non-empty str (a Hub model id), got {name!r}")
+    revision = _resolve_revision(name, revision)
+    loader = getattr(_transformers(), auto_class)
+    try:
+        return loader.from_pretrained(name, revision=revision, local_files_only=not hub_reachable())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot load the {what} of {name!r} here: {str(err).splitlines()[0]}") from err
+
+
 def load_clip_tokenizer(name: str = CLIP_VIT_B32, *, revision: str | None = None):
     """The pretrained CLIP tokenizer (pinned revision), checked by :func:`check_tokenizer`.
 
     Raises:
         ValueError: it cannot be had here (offline without cache gives a 2-token tokenizer, refused).
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str (a Hub model id), got {name!r}")
-    revision = _resolve_revision(name, revision)
-    transformers = _transformers()
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(
-            name, revision=revision, local_files_only=not hub_reachable()
-        )
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot load the tokenizer of {name!r} here: {str(err).splitlines()[0]}") from err
-    return check_tokenizer(tokenizer)
+    return check_tokenizer(_from_hub("AutoTokenizer", "tokenizer", name, revision))
 
 
 def load_clip_processor(name: str = CLIP_VIT_B32, *, revision: str | None = None):
@@ -290,16 +293,7 @@ def load_clip_processor(name: str = CLIP_VIT_B32, *, revision: str | None = None
     Raises:
         ValueError: it cannot be had here (offline and not cached).
     """
-    if not isinstance(name, str) or not name:
-        raise TypeError(f"name must be a non-empty str (a Hub model id), got {name!r}")
-    revision = _resolve_revision(name, revision)
-    transformers = _transformers()
-    try:
-        processor = transformers.AutoProcessor.from_pretrained(
-            name, revision=revision, local_files_only=not hub_reachable()
-        )
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot load the processor of {name!r} here: {str(err).splitlines()[0]}") from err
+    processor = _from_hub("AutoProcessor", "processor", name, revision)
     check_tokenizer(processor.tokenizer)
     return processor
 
