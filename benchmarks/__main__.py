@@ -6,7 +6,8 @@
     python -m benchmarks --render         # rewrite RESULTS.md from RESULTS.json (+ RESULTS_cuda.json)
 
 A module's ``run(quick, device="cpu")`` declares that it can run on another device; only those run with
-``--device cuda`` (INT8 dynamic quantization, data generation, grading and memory measurements are CPU matters).
+``--device cuda`` (data generation, grading and memory measurements are CPU matters; the quantization module
+measures float16 and torchao's INT8 there instead of torch's CPU-only dynamic INT8).
 When ``RESULTS_cuda.json`` sits next to ``RESULTS.json``, ``RESULTS.md`` shows each GPU table under its CPU one.
 """
 

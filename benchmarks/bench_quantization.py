@@ -1,4 +1,4 @@
-"""INT8 quantization of CLIP on CPU (article §8.2): size, speed and fidelity of each ``quantize_*`` path.
+"""INT8 quantization of CLIP (article §8.2): size, speed and fidelity of each ``quantize_*`` path.
 
 Targets:
 * CLIP ViT-B/32 on CPU — ≥ 3.5× smaller and ≥ 2× faster image features than float32, cosine to float32 ≥ 0.995
@@ -10,10 +10,17 @@ on the values; cosine to float32 measures numerical fidelity). TinyCLIP is train
 number of steps, then every path is scored on held-out scenes. ``quick=True`` runs the same measurements on an
 untrained TinyCLIP only, in a few seconds. Latencies are best-of-rounds medians of interleaved measurements
 (:func:`mmcourse.quantization.compare_latency`); on a shared machine they still vary by ±20 %.
+
+With torchao installed (``pip install torchao``, part of the ``dev`` extra) the CPU table also has torchao's INT8
+weight-only path, and the notes time torchao's INT8 dynamic path once (it has no fast int8 kernel on CPUs without
+VNNI). ``device="cuda"`` measures what runs on a GPU instead (:func:`accelerator_table`): float32, float16 and
+torchao's INT8 paths on the ViT-B/32 image tower at batch 1, 8 and 64.
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
 import os
 import time
 
@@ -29,6 +36,9 @@ PATHS = {
     "dynamic + embeddings": Q.quantize_dynamic_with_embeddings,
     "from scratch": Q.quantize_from_scratch,
 }
+HAS_TORCHAO = importlib.util.find_spec("torchao") is not None
+if HAS_TORCHAO:
+    PATHS["torchao weight-only"] = lambda model: Q.quantize_torchao(model, mode="int8_weight_only")
 
 COLUMNS = ["model", "path", "size_mb", "size_x", "image_b1_ms", "image_b1_x", "image_b8_ms", "image_b8_x",
            "text_b1_ms", "text_b1_x", "image_cos", "text_cos", "zero_shot", "i2t_R@1"]
@@ -190,8 +200,100 @@ def _verdict(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def run(quick: bool = False, threads: int = 1) -> dict:
-    """The table; ``threads`` = torch CPU threads while measuring (1 = the course's reference environment)."""
+ACCELERATOR_PATHS = {
+    "fp32": lambda model: model,
+    "fp16": lambda model: copy.deepcopy(model).half(),
+    "torchao int8 weight-only": lambda model: Q.quantize_torchao(model, mode="int8_weight_only"),
+    "torchao int8 dynamic": lambda model: Q.quantize_torchao(model, mode="int8_dynamic"),
+}
+ACCELERATOR_COLUMNS = ["model", "path", "size_mb", "size_x", "image_b1_ms", "image_b1_x", "image_b8_ms",
+                       "image_b8_x", "image_b64_ms", "image_b64_x", "image_cos"]
+
+
+def accelerator_table(quick: bool = False, device: str = "cuda") -> dict:
+    """What runs on a GPU: float32, float16 and torchao's INT8 paths on the ViT-B/32 image tower (a tiny HF CLIP
+    with ``quick``), batch 1, 8 and 64 (1 and 8 with ``quick``). Paths that cannot run here (no torchao, a kernel
+    missing on this device) get a row with the reason instead of numbers."""
+    from mmcourse.hf import as_clip_encoder, build_tiny_hf_clip, load_clip
+
+    torch.manual_seed(0)
+    if quick:
+        from mmcourse.data import ShapesWorld, Tokenizer
+
+        label, side = "tiny HF CLIP", 32
+        model = build_tiny_hf_clip(Tokenizer.from_world(ShapesWorld(10, image_size=side, seed=0)), seed=0)
+    else:
+        label, side = "CLIP ViT-B/32", 224
+        model = load_clip("openai/clip-vit-base-patch32", pretrained=False, seed=0)
+    model = model.to(device).eval()
+    g = torch.Generator().manual_seed(0)
+    batches = (1, 8) if quick else (1, 8, 64)
+    images = {b: torch.randn(b, 3, side, side, generator=g).to(device) for b in batches}
+    fns, models, skipped = {}, {}, {}
+    for name, make in ACCELERATOR_PATHS.items():
+        try:
+            candidate = make(model)
+            dtype = next(candidate.parameters()).dtype if name == "fp16" else torch.float32
+            encoder = as_clip_encoder(candidate)
+            with torch.inference_mode():
+                encoder.encode_image(images[1].to(dtype), normalize=False)  # fails here if a kernel is missing
+        except Exception as exc:  # e.g. torchao not installed, or no int8 kernel for this device
+            skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+            continue
+        models[name] = (candidate, dtype)
+        for b, x in images.items():
+            cast = x.to(dtype)
+            fns[(name, b)] = lambda e=encoder, x=cast: e.encode_image(x, normalize=False)
+    timings = Q.compare_latency(fns, warmup=2 if not quick else 1, repeats=3 if quick else 20,
+                                rounds=1 if quick else 3)
+    with torch.inference_mode():
+        reference = as_clip_encoder(model).encode_image(images[8], normalize=False)
+    rows = []
+    size_fp32 = Q.model_size_bytes(model)
+    for name, (candidate, dtype) in models.items():
+        size = Q.model_size_bytes(candidate)
+        row = {"model": label, "path": name, "size_mb": round(size / 1e6, 2), "size_x": round(size_fp32 / size, 2)}
+        for b in batches:
+            t, t_ref = timings[(name, b)].median, timings[("fp32", b)].median
+            row[f"image_b{b}_ms"], row[f"image_b{b}_x"] = round(t * 1e3, 3), round(t_ref / t, 2)
+        with torch.inference_mode():
+            out = as_clip_encoder(candidate).encode_image(images[8].to(dtype), normalize=False)
+        row["image_cos"] = round(Q.feature_cosine(reference, out)["mean"], 5)
+        rows.append(row)
+    for name, reason in skipped.items():
+        rows.append({"model": label, "path": name, "size_mb": f"not run: {reason}"})
+    for row in rows:
+        for column in ACCELERATOR_COLUMNS:
+            row.setdefault(column, "-")
+    name = torch.cuda.get_device_name(0) if str(device).startswith("cuda") else str(device)
+    notes = (f"{name}, torch {torch.__version__}; image = get_image_features at {side} px; *_x = fp32 time / path "
+             "time (size_x likewise); cos = mean cosine of the batch-8 embeddings to fp32. Latency: best-of-rounds "
+             "median, CUDA synchronised around each call. On a GPU, half precision is the first step (no "
+             "calibration, tensor cores); INT8 through torchao pays off where its int8 matmul kernels exist.")
+    return {"title": f"Inference precision on {device}: size, speed, fidelity ({label})",
+            "columns": ACCELERATOR_COLUMNS, "rows": rows, "notes": notes}
+
+
+def _torchao_dynamic_cpu_note() -> str:
+    """One timing of torchao's INT8 dynamic path on the ViT-B/32 image tower at batch 1 (slow on this CPU)."""
+    from mmcourse.hf import as_clip_encoder, load_clip
+
+    model = load_clip("openai/clip-vit-base-patch32", pretrained=False, seed=0)
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    encoders = {"fp32": as_clip_encoder(model), "torchao": as_clip_encoder(Q.quantize_torchao(model))}
+    calls = {name: (lambda e=e: e.encode_image(x, normalize=False)) for name, e in encoders.items()}
+    timings = Q.compare_latency(calls, warmup=1, repeats=3, rounds=1)
+    ratio = timings["torchao"].median / timings["fp32"].median
+    return (f" torchao INT8 dynamic (int8 activations too) on the ViT-B/32 image tower at batch 1: "
+            f"{timings['torchao'].median * 1e3:.0f} ms vs {timings['fp32'].median * 1e3:.0f} ms float32 "
+            f"({ratio:.1f}x slower: no fast int8 x int8 kernel for this CPU; it is the GPU path).")
+
+
+def run(quick: bool = False, threads: int = 1, device: str = "cpu") -> dict:
+    """The table; ``threads`` = torch CPU threads while measuring (1 = the course's reference environment);
+    ``device="cuda"``: :func:`accelerator_table` instead."""
+    if device != "cpu":
+        return accelerator_table(quick, device)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -218,7 +320,10 @@ def _run(quick: bool) -> dict:
         "at 224 px, text = get_text_features on 77 tokens; *_x = fp32 time / path time (size_x likewise); "
         f"cos = mean cosine of the embeddings to fp32. {tiny_note}zero-shot % over colour x shape classes on "
         "held-out one-object scenes. Latency: best-of-rounds median; the machine "
-        "is shared, expect +/-20 %." + gemm_note + "\n" + _verdict(rows)
+        "is shared, expect +/-20 %." + gemm_note
+        + (_torchao_dynamic_cpu_note() if HAS_TORCHAO and not quick else "")
+        + ("" if HAS_TORCHAO else " torchao is not installed: its rows are missing (pip install torchao).")
+        + "\n" + _verdict(rows)
     )
     return {"title": "INT8 quantization on CPU: size, speed, fidelity", "columns": COLUMNS, "rows": rows,
             "notes": notes, "int8_gemm_ceiling": gemm_rows}

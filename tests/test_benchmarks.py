@@ -33,3 +33,23 @@ def test_render_keeps_the_preface_and_pairs_gpu_tables():
     assert markdown.index("### T") < markdown.index("### GPU — T")
     assert "| 0.5 |" in markdown and "| 1.5 |" in markdown
     assert "Assembled" not in render(cpu | {"preface": ""})
+
+
+def test_accelerator_precision_table_runs_on_any_device():
+    """The GPU table's code runs here on the CPU (quick: a tiny HF CLIP), so a GPU session finds it working."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_quantization import ACCELERATOR_COLUMNS, accelerator_table
+
+    report = accelerator_table(quick=True, device="cpu")
+    rows = {row["path"]: row for row in report["rows"]}
+    assert set(rows) == {"fp32", "fp16", "torchao int8 weight-only", "torchao int8 dynamic"}
+    assert report["columns"] == ACCELERATOR_COLUMNS
+    assert rows["fp32"]["image_cos"] == 1.0 and rows["fp32"]["size_x"] == 1.0
+    assert rows["fp16"]["image_cos"] > 0.999 and 1.8 < rows["fp16"]["size_x"] < 2.1
+    for path in ("torchao int8 weight-only", "torchao int8 dynamic"):
+        try:
+            import torchao  # noqa: F401
+        except ImportError:
+            assert rows[path]["size_mb"].startswith("not run: ImportError")
+        else:
+            assert rows[path]["image_cos"] > 0.99 and rows[path]["image_b8_ms"] > 0

@@ -338,6 +338,32 @@ def test_hf_clip_stays_a_clip_model(quantize, tiny_hf_clip, clip_inputs):
     assert cos["image_cosine"] > 0.99 and cos["text_cosine"] > 0.99
 
 
+@pytest.mark.parametrize("mode", ["int8_dynamic", "int8_weight_only"])
+def test_quantize_torchao_keeps_the_model_and_its_interface(mode, tiny_hf_clip, clip_inputs):
+    pytest.importorskip("torchao")  # optional extra, installed by the dev extra
+    pixels, input_ids = clip_inputs
+    before = {k: v.clone() for k, v in tiny_hf_clip.state_dict().items()}
+    quantized = Q.quantize_torchao(tiny_hf_clip, mode=mode)
+    assert type(quantized) is type(tiny_hf_clip) and quantized is not tiny_hf_clip
+    assert all(torch.equal(before[k], v) for k, v in tiny_hf_clip.state_dict().items())  # input untouched
+    fc1 = quantized.vision_model.encoder.layers[0].mlp.fc1
+    assert type(fc1.weight) is not nn.Parameter and type(fc1.weight) is not torch.Tensor  # a torchao int8 tensor
+    assert type(tiny_hf_clip.vision_model.encoder.layers[0].mlp.fc1.weight) is nn.Parameter
+    out = quantized(input_ids=input_ids, pixel_values=pixels)
+    assert out.logits_per_image.shape == (3, 3)
+    cos = Q.compare_features(tiny_hf_clip, quantized, images=pixels, input_ids=input_ids)
+    assert cos["image_cosine"] > 0.99 and cos["text_cosine"] > 0.99
+    assert Q.model_size_bytes(quantized) < 0.7 * Q.model_size_bytes(tiny_hf_clip)  # 0.62: int8 Linears, float rest
+
+
+def test_quantize_torchao_honours_skip(text_model, ids):
+    pytest.importorskip("torchao")
+    quantized = Q.quantize_torchao(text_model, mode="int8_weight_only", skip=["head"])
+    assert type(quantized.head.weight) is nn.Parameter
+    assert type(quantized.encoder.layers[0].linear1.weight) is not nn.Parameter
+    assert torch.allclose(quantized(ids), text_model(ids), atol=0.05)
+
+
 def test_full_path_quantizes_embeddings_and_patch_conv(tiny_hf_clip):
     q = Q.quantize_dynamic_with_embeddings(tiny_hf_clip)
     assert isinstance(q.text_model.embeddings.token_embedding, Q.Int8Embedding)
