@@ -11,7 +11,7 @@ number of steps, then every path is scored on held-out scenes. ``quick=True`` ru
 untrained TinyCLIP only, in a few seconds. Latencies are best-of-rounds medians of interleaved measurements
 (:func:`mmcourse.quantization.compare_latency`); on a shared machine they still vary by ±20 %.
 
-With torchao installed (``pip install torchao``, part of the ``dev`` extra) the CPU table also has torchao's INT8
+With torchao installed (``pip install torchao``) the CPU table also has torchao's INT8
 weight-only path, and the notes time torchao's INT8 dynamic path once (it has no fast int8 kernel on CPUs without
 VNNI). ``device="cuda"`` measures what runs on a GPU instead (:func:`accelerator_table`): float32, float16 and
 torchao's INT8 paths on the ViT-B/32 image tower at batch 1, 8 and 64.

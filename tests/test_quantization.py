@@ -340,7 +340,7 @@ def test_hf_clip_stays_a_clip_model(quantize, tiny_hf_clip, clip_inputs):
 
 @pytest.mark.parametrize("mode", ["int8_dynamic", "int8_weight_only"])
 def test_quantize_torchao_keeps_the_model_and_its_interface(mode, tiny_hf_clip, clip_inputs):
-    pytest.importorskip("torchao")  # optional extra, installed by the dev extra
+    pytest.importorskip("torchao")  # optional extra: pip install -e ".[dev,torchao]"
     pixels, input_ids = clip_inputs
     before = {k: v.clone() for k, v in tiny_hf_clip.state_dict().items()}
     quantized = Q.quantize_torchao(tiny_hf_clip, mode=mode)

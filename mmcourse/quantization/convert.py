@@ -487,8 +487,8 @@ def quantize_torchao(model: nn.Module, *, mode: str = "int8_dynamic", skip: Sequ
     ``mode="int8_weight_only"``: int8 weights, float compute. Built for CUDA (e.g. Colab). On a CPU without
     AVX-512 VNNI the int8 × int8 matmul falls back to slow reference code: the ViT-B/32 image tower at batch 1
     takes 3.9 s instead of 0.25 s in float32 with ``int8_dynamic``, 0.23 s with ``int8_weight_only`` (one AVX2
-    thread), so on CPU prefer :func:`quantize_dynamic_with_embeddings`. Install with ``pip install torchao``
-    (the ``torchao`` extra of this package; the ``dev`` extra includes it).
+    thread), so on CPU prefer :func:`quantize_dynamic_with_embeddings`. Install with ``pip install torchao`` (the
+    ``torchao`` extra of this package).
 
     Returns:
         a quantized copy in eval mode (Linear weights become torchao tensor subclasses); ``model`` is unchanged.
