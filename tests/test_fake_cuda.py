@@ -192,3 +192,23 @@ def test_chapters_1_to_3_training_on_the_device():
             fusion = build_fusion_model(kind, pair_tokenizer.vocab_size, image_size=32, patch_size=8)
             train_fusion(fusion, questions, steps=2, batch_size=8, device="cuda",
                          eval_fn=lambda m: fusion_accuracy(m, questions), eval_every=1)
+
+
+def test_the_gpu_benchmarks_run_on_the_device(tmp_path):
+    """``python -m benchmarks --device cuda`` in quick mode (the notebooks aside: they run in their own kernels), so
+    a GPU session spends its minutes measuring, not debugging device plumbing."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from benchmarks.__main__ import accepts_device, modules, run_all
+
+    names = [n.removeprefix("bench_") for n in modules() if n != "bench_course"]
+    with fake_cuda():
+        results = run_all(quick=True, only=names, device="cuda", out_dir=tmp_path)
+    assert not results["errors"], results["errors"]
+    import importlib
+
+    device_aware = {n for n in modules() if accepts_device(importlib.import_module(f"benchmarks.{n}").run)}
+    assert set(results["reports"]) == device_aware - {"bench_course"} and len(results["reports"]) >= 5
+    assert (tmp_path / "RESULTS_quick_cuda.md").exists()
