@@ -75,10 +75,14 @@ def _speed_and_fidelity(label: str, models: dict, image_batches: dict, text_inpu
     return rows
 
 
-def _clip_vit_b32_rows(repeats: int, rounds: int) -> list[dict]:
+def _clip_vit_b32() -> torch.nn.Module:
+    """The article's architecture, ``CLIPConfig()`` with random weights (no download)."""
     from mmcourse.hf import load_clip
 
-    model = load_clip("openai/clip-vit-base-patch32", pretrained=False, seed=0)
+    return load_clip("openai/clip-vit-base-patch32", pretrained=False, seed=0)
+
+
+def _clip_vit_b32_rows(model: torch.nn.Module, repeats: int, rounds: int) -> list[dict]:
     models = {name: (model if fn is None else fn(model)) for name, fn in PATHS.items()}
     g = torch.Generator().manual_seed(0)
     images = {1: torch.randn(1, 3, 224, 224, generator=g), 8: torch.randn(8, 3, 224, 224, generator=g)}
@@ -200,11 +204,11 @@ def _verdict(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-ACCELERATOR_PATHS = {
-    "fp32": lambda model: model,
-    "fp16": lambda model: copy.deepcopy(model).half(),
-    "torchao int8 weight-only": lambda model: Q.quantize_torchao(model, mode="int8_weight_only"),
-    "torchao int8 dynamic": lambda model: Q.quantize_torchao(model, mode="int8_dynamic"),
+ACCELERATOR_PATHS = {  # name -> (make the model, dtype of its input images)
+    "fp32": (lambda model: model, torch.float32),
+    "fp16": (lambda model: copy.deepcopy(model).half(), torch.float16),
+    "torchao int8 weight-only": (lambda model: Q.quantize_torchao(model, mode="int8_weight_only"), torch.float32),
+    "torchao int8 dynamic": (lambda model: Q.quantize_torchao(model, mode="int8_dynamic"), torch.float32),
 }
 ACCELERATOR_COLUMNS = ["model", "path", "size_mb", "size_x", "image_b1_ms", "image_b1_x", "image_b8_ms",
                        "image_b8_x", "image_b64_ms", "image_b64_x", "image_cos"]
@@ -230,34 +234,33 @@ def accelerator_table(quick: bool = False, device: str = "cuda") -> dict:
     batches = (1, 8) if quick else (1, 8, 64)
     images = {b: torch.randn(b, 3, side, side, generator=g).to(device) for b in batches}
     fns, models, skipped = {}, {}, {}
-    for name, make in ACCELERATOR_PATHS.items():
+    for name, (make, dtype) in ACCELERATOR_PATHS.items():
         try:
             candidate = make(model)
-            dtype = next(candidate.parameters()).dtype if name == "fp16" else torch.float32
             encoder = as_clip_encoder(candidate)
             with torch.inference_mode():
                 encoder.encode_image(images[1].to(dtype), normalize=False)  # fails here if a kernel is missing
         except Exception as exc:  # e.g. torchao not installed, or no int8 kernel for this device
             skipped[name] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
             continue
-        models[name] = (candidate, dtype)
+        models[name] = (candidate, encoder, dtype)
         for b, x in images.items():
             cast = x.to(dtype)
             fns[(name, b)] = lambda e=encoder, x=cast: e.encode_image(x, normalize=False)
     timings = Q.compare_latency(fns, warmup=2 if not quick else 1, repeats=3 if quick else 20,
                                 rounds=1 if quick else 3)
     with torch.inference_mode():
-        reference = as_clip_encoder(model).encode_image(images[8], normalize=False)
+        reference = models["fp32"][1].encode_image(images[8], normalize=False)
     rows = []
     size_fp32 = Q.model_size_bytes(model)
-    for name, (candidate, dtype) in models.items():
+    for name, (candidate, encoder, dtype) in models.items():
         size = Q.model_size_bytes(candidate)
         row = {"model": label, "path": name, "size_mb": round(size / 1e6, 2), "size_x": round(size_fp32 / size, 2)}
         for b in batches:
             t, t_ref = timings[(name, b)].median, timings[("fp32", b)].median
             row[f"image_b{b}_ms"], row[f"image_b{b}_x"] = round(t * 1e3, 3), round(t_ref / t, 2)
         with torch.inference_mode():
-            out = as_clip_encoder(candidate).encode_image(images[8].to(dtype), normalize=False)
+            out = encoder.encode_image(images[8].to(dtype), normalize=False)
         row["image_cos"] = round(Q.feature_cosine(reference, out)["mean"], 5)
         rows.append(row)
     for name, reason in skipped.items():
@@ -274,11 +277,11 @@ def accelerator_table(quick: bool = False, device: str = "cuda") -> dict:
             "columns": ACCELERATOR_COLUMNS, "rows": rows, "notes": notes}
 
 
-def _torchao_dynamic_cpu_note() -> str:
-    """One timing of torchao's INT8 dynamic path on the ViT-B/32 image tower at batch 1 (slow on this CPU)."""
-    from mmcourse.hf import as_clip_encoder, load_clip
+def _torchao_dynamic_cpu_note(model: torch.nn.Module) -> str:
+    """One timing of torchao's INT8 dynamic path on the ViT-B/32 ``model``'s image tower at batch 1 (slow on this
+    CPU)."""
+    from mmcourse.hf import as_clip_encoder
 
-    model = load_clip("openai/clip-vit-base-patch32", pretrained=False, seed=0)
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     encoders = {"fp32": as_clip_encoder(model), "torchao": as_clip_encoder(Q.quantize_torchao(model))}
     calls = {name: (lambda e=e: e.encode_image(x, normalize=False)) for name, e in encoders.items()}
@@ -305,8 +308,9 @@ def run(quick: bool = False, threads: int = 1, device: str = "cpu") -> dict:
 def _run(quick: bool) -> dict:
     torch.manual_seed(0)
     rows: list[dict] = []
+    vit_b32 = None if quick else _clip_vit_b32()
     if not quick:
-        rows += _clip_vit_b32_rows(repeats=5, rounds=3)
+        rows += _clip_vit_b32_rows(vit_b32, repeats=5, rounds=3)
     gemm_rows, gemm_note = _int8_gemm_ceiling(repeats=3 if quick else 10, rounds=1 if quick else 3)
     tiny_rows, tiny_note = _tinyclip_rows(quick)
     rows += tiny_rows
@@ -321,7 +325,7 @@ def _run(quick: bool) -> dict:
         f"cos = mean cosine of the embeddings to fp32. {tiny_note}zero-shot % over colour x shape classes on "
         "held-out one-object scenes. Latency: best-of-rounds median; the machine "
         "is shared, expect +/-20 %." + gemm_note
-        + (_torchao_dynamic_cpu_note() if HAS_TORCHAO and not quick else "")
+        + (_torchao_dynamic_cpu_note(vit_b32) if HAS_TORCHAO and not quick else "")
         + ("" if HAS_TORCHAO else " torchao is not installed: its rows are missing (pip install torchao).")
         + "\n" + _verdict(rows)
     )
