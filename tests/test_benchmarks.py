@@ -53,3 +53,24 @@ def test_accelerator_precision_table_runs_on_any_device():
             assert rows[path]["size_mb"].startswith("not run: ImportError")
         else:
             assert rows[path]["image_cos"] > 0.99 and rows[path]["image_b8_ms"] > 0
+
+
+def test_attribute_probe_targets_and_scores_are_the_scenes_sets():
+    """The probe's labels are each scene's colours and shapes, and a scene scores only when its whole set is right."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.bench_attribute_probe import _exact_sets, attribute_targets
+    from mmcourse.data import COLORS, SHAPES, ShapesWorld
+
+    world = ShapesWorld(30, image_size=16, min_objects=1, max_objects=2, seed=3)
+    colours, shapes = attribute_targets(world)
+    for i in range(len(world)):
+        objects = world.objects(i)
+        assert {COLORS[j] for j in colours[i].nonzero().flatten().tolist()} == {o["color"] for o in objects}
+        assert {SHAPES[j] for j in shapes[i].nonzero().flatten().tolist()} == {o["shape"] for o in objects}
+    logits = shapes * 2 - 1
+    assert _exact_sets(logits, shapes) == 1.0
+    logits[0, (shapes[0] == 0).nonzero()[0]] = 1.0  # one extra shape in the first scene's prediction
+    assert abs(_exact_sets(logits, shapes) - (len(world) - 1) / len(world)) < 1e-6
+    assert _exact_sets(torch.zeros_like(shapes) - 1, shapes) == 0.0
