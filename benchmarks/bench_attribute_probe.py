@@ -80,6 +80,7 @@ def probe(
     optimizer = torch.optim.AdamW([*visual.parameters(), *head.parameters()], lr=lr, weight_decay=0.01)
     generator = torch.Generator().manual_seed(seed)
     test_images, test_targets = world.images[num_train:], targets[num_train:]
+    c = len(COLORS)  # targets: colour columns, then shape columns
     curve, train_s = [], 0.0
     for step in range(1, steps + 1):
         start = time.perf_counter()
@@ -95,7 +96,6 @@ def probe(
             with torch.no_grad():
                 logits = head(visual(test_images).flatten(1))
             visual.train()
-            c = len(COLORS)
             curve.append(
                 (step, _exact_sets(logits[:, :c], test_targets[:, :c]), _exact_sets(logits[:, c:], test_targets[:, c:]))
             )

@@ -218,7 +218,7 @@ def accelerator_table(quick: bool = False, device: str = "cuda") -> dict:
     """What runs on a GPU: float32, float16 and torchao's INT8 paths on the ViT-B/32 image tower (a tiny HF CLIP
     with ``quick``), batch 1, 8 and 64 (1 and 8 with ``quick``). Paths that cannot run here (no torchao, a kernel
     missing on this device) get a row with the reason instead of numbers."""
-    from mmcourse.hf import as_clip_encoder, build_tiny_hf_clip, load_clip
+    from mmcourse.hf import as_clip_encoder, build_tiny_hf_clip
 
     torch.manual_seed(0)
     if quick:
@@ -228,7 +228,7 @@ def accelerator_table(quick: bool = False, device: str = "cuda") -> dict:
         model = build_tiny_hf_clip(Tokenizer.from_world(ShapesWorld(10, image_size=side, seed=0)), seed=0)
     else:
         label, side = "CLIP ViT-B/32", 224
-        model = load_clip("openai/clip-vit-base-patch32", pretrained=False, seed=0)
+        model = _clip_vit_b32()
     model = model.to(device).eval()
     g = torch.Generator().manual_seed(0)
     batches = (1, 8) if quick else (1, 8, 64)

@@ -197,6 +197,7 @@ def test_chapters_1_to_3_training_on_the_device():
 def test_the_gpu_benchmarks_run_on_the_device(tmp_path):
     """``python -m benchmarks --device cuda`` in quick mode (the notebooks aside: they run in their own kernels), so
     a GPU session spends its minutes measuring, not debugging device plumbing."""
+    import importlib
     import sys
     from pathlib import Path
 
@@ -207,8 +208,6 @@ def test_the_gpu_benchmarks_run_on_the_device(tmp_path):
     with fake_cuda():
         results = run_all(quick=True, only=names, device="cuda", out_dir=tmp_path)
     assert not results["errors"], results["errors"]
-    import importlib
-
     device_aware = {n for n in modules() if accepts_device(importlib.import_module(f"benchmarks.{n}").run)}
     assert set(results["reports"]) == device_aware - {"bench_course"} and len(results["reports"]) >= 5
     assert (tmp_path / "RESULTS_quick_cuda.md").exists()
