@@ -13,6 +13,7 @@ Each encoder exposes its output width as ``.dim`` and, for images, its token gri
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -132,15 +133,31 @@ def _norm2d(kind: str, channels: int) -> nn.Module:
     return nn.Identity()
 
 
+def _convs_per_block(convs) -> tuple[int, int, int]:
+    """``2`` → ``(2, 2, 2)``; three ints >= 1 pass through; anything else is a ``ValueError``."""
+    per_block = (convs,) * 3 if isinstance(convs, int) and not isinstance(convs, bool) else convs
+    if (
+        not isinstance(per_block, Sequence)
+        or len(per_block) != 3
+        or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in per_block)
+    ):
+        raise ValueError(f"convs must be an int >= 1 or three of them (one per block), got {convs!r}")
+    return tuple(per_block)
+
+
 class SmallCNN(nn.Module):
     """A small 3-block CNN image encoder: a cheap, strong alternative to :class:`TinyViT` on tiny images.
 
-    Block ``i`` (i = 0, 1, 2): two ``3×3`` convolutions with ``width·2^i`` channels, each followed by a
-    normalisation and ReLU, then a ``2×2`` max-pool; a final ``1×1`` convolution maps to ``dim``. A 32×32 image
-    becomes a 4×4 grid of tokens. With ``dim=64``: ``width=8`` ≈ 21 k parameters, ``12`` ≈ 44 k, ``16`` ≈ 77 k.
+    Block ``i`` (i = 0, 1, 2): ``convs[i]`` (default two) ``3×3`` convolutions with ``width·2^i`` channels, each
+    followed by a normalisation and ReLU, then a ``2×2`` max-pool; a final ``1×1`` convolution maps to ``dim``. A
+    32×32 image becomes a 4×4 grid of tokens. With ``dim=64``: ``width=8`` ≈ 21 k parameters, ``12`` ≈ 44 k, ``16``
+    ≈ 77 k.
 
     Args:
         in_channels, width, dim: input channels, base width, token width ``D``.
+        convs: convolutions per block — one int for all three blocks or three ints. The full-resolution block
+            costs the most time per image: ``(1, 2, 2)`` trains ~10 % faster per step than ``2`` and, on
+            ShapesWorld, learns as fast per step.
         image_size: if given, inputs must be exactly this size (and ``grid_size`` is known); divisible by 8.
         pool: ``"mean"`` or ``"max"`` of the tokens for ``pooled``.
         norm: ``"batch"`` (default; on ShapesWorld it trains far faster than the others), ``"group"`` or
@@ -157,6 +174,7 @@ class SmallCNN(nn.Module):
         image_size: int | None = None,
         pool: str = "mean",
         norm: str = "batch",
+        convs: int | Sequence[int] = 2,
     ):
         super().__init__()
         check_positive(in_channels, "in_channels", integer=True)
@@ -176,18 +194,13 @@ class SmallCNN(nn.Module):
         layers: list[nn.Module] = []
         channels = in_channels
         bias = norm != "batch"  # BatchNorm has its own shift
-        for i in range(3):
+        self.convs = _convs_per_block(convs)
+        for i, count in enumerate(self.convs):
             out = width * 2**i
-            layers += [
-                nn.Conv2d(channels, out, 3, padding=1, bias=bias),
-                _norm2d(norm, out),
-                nn.ReLU(inplace=True),
-                nn.Conv2d(out, out, 3, padding=1, bias=bias),
-                _norm2d(norm, out),
-                nn.ReLU(inplace=True),
-                nn.MaxPool2d(2),
-            ]
-            channels = out
+            for _ in range(count):
+                layers += [nn.Conv2d(channels, out, 3, padding=1, bias=bias), _norm2d(norm, out), nn.ReLU(inplace=True)]
+                channels = out
+            layers.append(nn.MaxPool2d(2))
         self.features = nn.Sequential(*layers)
         self.to_tokens = nn.Conv2d(channels, dim, 1)
 

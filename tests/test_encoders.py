@@ -50,6 +50,26 @@ def test_small_cnn_tokens_grid_and_parameter_budget():
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in SmallCNN(width=4, norm="none").modules())
 
 
+def test_small_cnn_convolutions_per_block():
+    def convs_at_each_resolution(cnn, size=32):
+        x, counts = torch.rand(1, cnn.in_channels, size, size), {}
+        for layer in cnn.features:
+            if isinstance(layer, torch.nn.Conv2d):
+                counts[x.shape[-1]] = counts.get(x.shape[-1], 0) + 1
+            x = layer(x)
+        return counts
+
+    assert convs_at_each_resolution(SmallCNN(width=4, dim=8).eval()) == {32: 2, 16: 2, 8: 2}
+    lean = SmallCNN(5, width=4, dim=8, image_size=32, convs=(1, 2, 2)).eval()
+    assert lean.convs == (1, 2, 2) and convs_at_each_resolution(lean) == {32: 1, 16: 2, 8: 2}
+    assert lean(torch.rand(2, 5, 32, 32)).tokens.shape == (2, 16, 8)
+    # the default keeps its layer order, so weights saved from a default encoder still load
+    assert list(SmallCNN(width=4, dim=8, convs=2).state_dict()) == list(SmallCNN(width=4, dim=8).state_dict())
+    for bad in (0, (1, 2), (1, 0, 2), (1, 2, True), "2", 1.5):
+        with pytest.raises(ValueError, match="convs must be an int >= 1 or three of them"):
+            SmallCNN(convs=bad)
+
+
 def test_text_transformer_pooling_rules():
     torch.manual_seed(0)
     ids = torch.tensor([[1, 7, 8, 5, 0, 0], [1, 9, 7, 8, 10, 5]])
