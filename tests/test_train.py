@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from mmcourse.train import History, fit, iterate_minibatches, move_to_device
+from mmcourse.train import History, fit, fused_adamw, iterate_minibatches, move_to_device
 
 
 def _regression_data(n=256, seed=0):
@@ -88,6 +88,26 @@ def test_time_budget_stops_early():
     model = nn.Linear(4, 1)
     history = fit(model, _mse_step, _regression_data(), steps=10**6, time_budget_s=0.05)
     assert history.stopped_early and 0 < history.num_steps < 10**6
+
+
+def test_fused_adamw_takes_the_same_steps_as_adamw():
+    torch.manual_seed(0)
+    fused_model, plain_model = nn.Linear(8, 3), nn.Linear(8, 3)
+    plain_model.load_state_dict(fused_model.state_dict())
+    start = fused_model.weight.detach().clone()
+    fused = fused_adamw(fused_model.parameters(), lr=1e-2, weight_decay=0.1)
+    plain = torch.optim.AdamW(plain_model.parameters(), lr=1e-2, weight_decay=0.1)
+    if tuple(int(v) for v in torch.__version__.split(".")[:2]) >= (2, 4):  # torch's fused kernel for CPU
+        assert fused.defaults["fused"]
+    x, y = torch.randn(16, 8), torch.randn(16, 3)
+    for _ in range(20):
+        for model, opt in ((fused_model, fused), (plain_model, plain)):
+            opt.zero_grad()
+            nn.functional.mse_loss(model(x), y).backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters(), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    assert (fused_model.weight - start).abs().max() > 0.05  # it did train
 
 
 def test_helpers():
