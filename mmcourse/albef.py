@@ -54,7 +54,7 @@ from mmcourse.pretraining.itm import ITMHead, itm_loss, make_itm_pairs
 from mmcourse.pretraining.mim import mim_loss, patchify, random_masking, unpatchify
 from mmcourse.pretraining.mlm import mask_tokens, mlm_loss
 from mmcourse.retrieval import recall_at_k
-from mmcourse.train import History, fit, fused_adamw
+from mmcourse.train import History, fit
 
 __all__ = [
     "OBJECTIVES",
@@ -653,7 +653,7 @@ def train_albef(
             ``itm_caption_negatives``).
         seed: fixes the minibatch order and every random draw (masks, ITM negatives).
         fit_kwargs: passed on to :func:`mmcourse.train.fit` (e.g. ``lr_schedule="cosine"``, ``eval_fn``); the
-            default optimizer is :func:`mmcourse.train.fused_adamw` over the parameters that require grad.
+            default optimizer is :func:`mmcourse.train.fused_adamw` (``fused_optimizer=True``).
     Returns:
         the :class:`~mmcourse.train.History` (per-objective losses in ``history.metrics``).
     """
@@ -676,11 +676,7 @@ def train_albef(
     fit_kwargs.setdefault("lr_schedule", "cosine")
     fit_kwargs.setdefault("warmup_steps", min(50, steps // 10))
     fit_kwargs.setdefault("grad_clip", 1.0)
-    if "optimizer" not in fit_kwargs:
-        trainable = [p for p in model.parameters() if p.requires_grad]
-        if not trainable:
-            raise ValueError("model has no parameters that require grad")
-        fit_kwargs["optimizer"] = fused_adamw(trainable, lr, weight_decay)
+    fit_kwargs.setdefault("fused_optimizer", True)
     return fit(
         model,
         step,

@@ -218,6 +218,7 @@ def fit(
     optimizer: torch.optim.Optimizer | None = None,
     lr: float = 1e-3,
     weight_decay: float = 0.0,
+    fused_optimizer: bool = False,
     lr_schedule: str | None = None,
     warmup_steps: int = 0,
     grad_clip: float | None = None,
@@ -242,7 +243,7 @@ def fit(
             ``DataLoader`` (re-iterated as often as needed).
         steps / epochs: how long to train (exactly one of them). ``epochs`` counts full passes over ``data``.
         optimizer: an optimizer over the model's parameters; default ``AdamW(lr, weight_decay)`` over all
-            parameters that require grad.
+            parameters that require grad (:func:`fused_adamw` with ``fused_optimizer=True``).
         lr_schedule: ``None`` (constant) or ``"cosine"`` (linear warm-up for ``warmup_steps``, cosine to 0).
         grad_clip: clip the global gradient norm to this value.
         amp: mixed precision on CUDA (bfloat16 where supported, else float16 with a grad scaler); ignored on CPU.
@@ -293,7 +294,8 @@ def fit(
         params = [p for p in model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("model has no parameters that require grad")
-        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+        make = fused_adamw if fused_optimizer else torch.optim.AdamW
+        optimizer = make(params, lr=lr, weight_decay=weight_decay)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
 
     use_amp = amp and device.type == "cuda"
