@@ -1,21 +1,12 @@
-"""Test configuration: the reference environment for every test, and nbval's collection rules.
+"""Test configuration: nbval's collection rules for this repository.
 
-Chapter notebooks under ``notebooks/`` are collected by nbval in strict mode (``--nbval``, see pyproject.toml) and
-compared through ``tests/sanitize.cfg``. We keep nbval's defaults for what is compared, including ``stderr``: a
-warning that appears in a notebook is a defect to fix (or silence deliberately in the notebook), not noise to skip.
-Only PNG images and widget views are not compared (nbval's own choice; figures are stored as PNG).
+The reference environment every test runs in, and how the chapter notebooks under ``notebooks/`` are checked
+(exactly on the platform their outputs were made on, by their claim lines elsewhere), come from the pytest plugin
+``mmcourse.nbcheck`` (loaded by pyproject's ``-p mmcourse.nbcheck``). Outputs are compared through
+``tests/sanitize.cfg``, including ``stderr``: a warning that appears in a notebook is a defect to fix (or silence
+deliberately in the notebook), not noise to skip. Only PNG images and widget views are not compared (nbval's own
+choice; figures are stored as PNG).
 """
-
-import os
-
-from mmcourse.notebooks import REFERENCE_ENV  # noqa: E402  (mmcourse.notebooks imports nothing heavy first)
-
-# The same environment the stored outputs were produced in: offline, one thread per kernel, CPU only.
-# MMCOURSE_TEST_GPU=1 keeps GPUs visible (for running the suite on a GPU machine; outputs may then differ).
-for _key, _value in REFERENCE_ENV.items():
-    if _key == "CUDA_VISIBLE_DEVICES" and os.environ.get("MMCOURSE_TEST_GPU") == "1":
-        continue
-    os.environ[_key] = _value
 
 # Notebooks used as grader fixtures are inputs to tests, not notebooks to validate.
 collect_ignore_glob = ["tests/fixtures/*", "exercises/*"]

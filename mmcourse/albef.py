@@ -653,7 +653,7 @@ def train_albef(
             ``itm_caption_negatives``).
         seed: fixes the minibatch order and every random draw (masks, ITM negatives).
         fit_kwargs: passed on to :func:`mmcourse.train.fit` (e.g. ``lr_schedule="cosine"``, ``eval_fn``); the
-            default optimizer is :func:`mmcourse.train.fused_adamw` (``fused_optimizer=True``).
+            default optimizer is :func:`mmcourse.train.fused_adamw`.
     Returns:
         the :class:`~mmcourse.train.History` (per-objective losses in ``history.metrics``).
     """
@@ -676,7 +676,6 @@ def train_albef(
     fit_kwargs.setdefault("lr_schedule", "cosine")
     fit_kwargs.setdefault("warmup_steps", min(50, steps // 10))
     fit_kwargs.setdefault("grad_clip", 1.0)
-    fit_kwargs.setdefault("fused_optimizer", True)
     return fit(
         model,
         step,

@@ -1,11 +1,15 @@
 """Maintainer tools for the chapter notebooks: execute them reproducibly, check stored outputs, stamp Colab cells.
 
 Stored outputs are a promise to the student, re-checked by ``pytest`` through nbval. They are produced by one
-command, always in the same *reference environment* (CPU only, one thread, offline, fixed hash seed), so that a
-second run gives the same numbers::
+command, always in the same *reference environment* (CPU only, one thread, offline, fixed hash seed, the CPU pins
+of :data:`CPU_PINS`), so that a second run — on any x86-64 processor with AVX2 or newer — gives the same numbers.
+Each notebook records the platform it was executed on; the tests compare every output there and the claim lines
+elsewhere (:mod:`mmcourse.nbcheck`)::
 
     python -m mmcourse.notebooks execute                 # every notebook under notebooks/, in place
     python -m mmcourse.notebooks execute --check         # which notebooks' stored outputs would change?
+    python -m mmcourse.notebooks execute --check --imitate ATEN_CPU_CAPABILITY=default   # ... on an older CPU?
+    python -m mmcourse.notebooks execute --imitate ATEN_CPU_CAPABILITY=default --out-dir /tmp/old-cpu
     python -m mmcourse.notebooks stamp                   # write the Colab badge + setup cell into every notebook
     python -m mmcourse.notebooks stamp --check           # fail if a notebook's badge/setup cell is out of sync
 
@@ -38,6 +42,20 @@ REFERENCE_ENV = {
     "CUDA_VISIBLE_DEVICES": "",
     "MPLBACKEND": "module://matplotlib_inline.backend_inline",
     "TQDM_MININTERVAL": "1",
+}
+
+#: The CPU pins of the reference environment: with them, training gives the same bits on every x86-64 processor
+#: with AVX2 or newer (Intel or AMD, with or without AVX-512). PyTorch's own kernels use their AVX2 versions
+#: (``ATEN_CPU_CAPABILITY``), oneDNN (convolutions, GELU) its AVX2 code (``ONEDNN_MAX_CPU_ISA``), and MKL (matrix
+#: products) its code path that gives the same results on every x86 processor (``MKL_CBWR=COMPATIBLE``; ``AVX2``
+#: is honoured on Intel processors only). Two more sources of processor-dependent bits are avoided in the code, not
+#: here: the unfused AdamW's and ``torch.sqrt``'s square root (see :func:`mmcourse.train.fused_adamw`).
+#: A value already set in the environment wins in the tests (``ATEN_CPU_CAPABILITY=default pytest`` imitates an older
+#: processor); ``execute`` always uses these.
+CPU_PINS = {
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "MKL_CBWR": "COMPATIBLE",
 }
 
 #: Cells 0 and 1 of every chapter notebook are owned by :func:`stamp_notebook`.
@@ -208,16 +226,21 @@ def current_env_kernel_manager():
     return KernelManager(kernel_name="python3", kernel_spec_manager=_CurrentEnvSpecs())
 
 
-def reference_env(allow_gpu: bool = False) -> dict[str, str]:
-    """``os.environ`` plus :data:`REFERENCE_ENV` (without hiding GPUs when ``allow_gpu``)."""
-    env = {**os.environ, **REFERENCE_ENV}
+def reference_env(allow_gpu: bool = False, imitate: dict[str, str] | None = None) -> dict[str, str]:
+    """``os.environ`` plus :data:`REFERENCE_ENV` and :data:`CPU_PINS` (without hiding GPUs when ``allow_gpu``), then
+    ``imitate``: variables that imitate another platform, e.g. ``{"ATEN_CPU_CAPABILITY": "default"}``."""
+    env = {**os.environ, **REFERENCE_ENV, **CPU_PINS, **(imitate or {})}
     if allow_gpu:
         env.pop("CUDA_VISIBLE_DEVICES")
     return env
 
 
-def execute_notebook(nb, cwd: Path, *, timeout: int = 600, allow_gpu: bool = False):
-    """Run every cell of ``nb`` top to bottom in a fresh kernel of this environment; return ``nb`` (updated)."""
+def execute_notebook(nb, cwd: Path, *, timeout: int = 600, allow_gpu: bool = False, platform: dict | None = None,
+                     imitate: dict[str, str] | None = None):
+    """Run every cell of ``nb`` top to bottom in a fresh kernel of this environment; return ``nb`` (updated).
+
+    ``platform`` (from :func:`reference_platform`) is recorded in the notebook's metadata, so the tests know where
+    its outputs were made; without it the notebook's record is left as it was."""
     from nbclient import NotebookClient
 
     client = NotebookClient(
@@ -228,9 +251,90 @@ def execute_notebook(nb, cwd: Path, *, timeout: int = 600, allow_gpu: bool = Fal
         record_timing=False,
         store_widget_state=True,
     )
-    client.execute(env=reference_env(allow_gpu), cwd=str(cwd))
+    client.execute(env=reference_env(allow_gpu, imitate), cwd=str(cwd))
     nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    if platform is not None:
+        nb.metadata.setdefault("mmcourse", {})[PLATFORM_KEY] = dict(platform)
     return nb
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The platform stored outputs were made on, and what a test run on another platform checks
+# ----------------------------------------------------------------------------------------------------------------
+#: Where ``execute`` records the platform in a notebook: ``nb.metadata["mmcourse"]["reference_platform"]``.
+PLATFORM_KEY = "reference_platform"
+#: Forces the check mode of the notebook tests: ``exact`` or ``claims`` (unset: decided per notebook).
+MODE_VARIABLE = "MMCOURSE_NOTEBOOK_CHECK"
+CHECK_MODES = ("exact", "claims")
+
+
+def platform_fingerprint() -> dict[str, str]:
+    """What decides the bits of the course's training runs on this machine, *in this process's environment*.
+
+    Call it after the environment is set (the CPU pins are read when torch first runs a kernel). Fields: the machine
+    (``x86_64``, ``arm64``, ...), the CPU kernels torch uses (``AVX2`` under :data:`CPU_PINS` on every x86-64
+    processor that has AVX2), the CPU pins themselves, the accelerator a notebook would train on, and the versions of
+    Python, torch, numpy and transformers.
+    """
+    import platform
+    from importlib.metadata import version
+
+    import torch
+
+    if torch.cuda.is_available():
+        accelerator = "cuda"
+    elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        accelerator = "mps"
+    else:
+        accelerator = "none"
+    return {
+        "machine": platform.machine(),
+        "cpu_kernels": torch.backends.cpu.get_cpu_capability(),
+        "cpu_pins": " ".join(f"{key}={os.environ.get(key, '')}" for key in CPU_PINS),
+        "accelerator": accelerator,
+        "python": ".".join(platform.python_version_tuple()[:2]),
+        "torch": torch.__version__,
+        "numpy": version("numpy"),
+        "transformers": version("transformers"),
+    }
+
+
+def reference_platform(allow_gpu: bool = False, imitate: dict[str, str] | None = None) -> dict[str, str]:
+    """:func:`platform_fingerprint` as a notebook kernel of :func:`execute_notebook` sees it (a fresh interpreter)."""
+    import subprocess
+
+    code = "import json; from mmcourse.notebooks import platform_fingerprint; print(json.dumps(platform_fingerprint()))"
+    done = subprocess.run([sys.executable, "-c", code], env=reference_env(allow_gpu, imitate), capture_output=True,
+                          text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def stored_platform(nb) -> dict[str, str] | None:
+    """The platform recorded in ``nb`` (a notebook, or its JSON as a dict) by ``execute``, or None."""
+    return (nb.get("metadata", {}).get("mmcourse") or {}).get(PLATFORM_KEY)
+
+
+def check_mode(stored: dict | None, current: dict, forced: str | None = None) -> tuple[str, str]:
+    """Which check a test run makes of a notebook's stored outputs, and why.
+
+    ``exact`` compares every output (sanitized); ``claims`` compares only the claim lines (:mod:`mmcourse.claims`),
+    exceptions, and what is left of each output once everything else is removed. Exact where the current platform
+    is the one the outputs were made on, claims elsewhere; ``forced`` (the :data:`MODE_VARIABLE` value) overrides.
+
+    Returns:
+        ``(mode, reason)``, e.g. ``("claims", "torch 2.14.0 here, 2.13.0+cpu in the outputs")``.
+    """
+    if forced:
+        if forced not in CHECK_MODES:
+            raise ValueError(f"{MODE_VARIABLE} must be one of {CHECK_MODES} or unset, got {forced!r}")
+        return forced, f"forced by {MODE_VARIABLE}={forced}"
+    if not stored:
+        return "claims", "the notebook records no reference platform"
+    differences = [f"{key} {current.get(key)!r} here, {stored.get(key)!r} in the outputs"
+                   for key in sorted(set(stored) | set(current)) if stored.get(key) != current.get(key)]
+    if differences:
+        return "claims", "; ".join(differences)
+    return "exact", "same platform as the stored outputs"
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -259,7 +363,7 @@ def comparable_outputs(nb, patterns) -> list[list[str]]:
         if cell.cell_type != "code" or cell.source.startswith(SETUP_MARKER):
             continue
         outs = []
-        for out in cell.get("outputs", []):
+        for out in _coalesce_streams(cell.get("outputs", [])):
             if out.output_type == "stream":
                 outs.append(f"{out.name}: " + sanitize(out.text, patterns))
             elif out.output_type in ("display_data", "execute_result"):
@@ -272,6 +376,18 @@ def comparable_outputs(nb, patterns) -> list[list[str]]:
                 outs.append(f"error: {out.ename}: {out.evalue}")
         cells.append(outs)
     return cells
+
+
+def _coalesce_streams(outputs: list) -> list:
+    """Consecutive outputs of the same stream merged into one, as nbval compares them (a print may arrive split)."""
+    merged = []
+    for out in outputs:
+        if out.output_type == "stream" and merged and merged[-1].output_type == "stream" \
+                and merged[-1].name == out.name:
+            merged[-1] = type(out)({**merged[-1], "text": merged[-1].text + out.text})
+        else:
+            merged.append(out)
+    return merged
 
 
 def output_differences(stored, fresh, patterns) -> list[str]:
@@ -297,15 +413,36 @@ def _relpath(path: Path) -> str:
         return path.name
 
 
+def _parse_imitate(pairs: Sequence[str]) -> dict[str, str]:
+    imitate = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--imitate takes NAME=VALUE, got {pair!r}")
+        imitate[key] = value
+    return imitate
+
+
 def cmd_execute(args) -> int:
     patterns = sanitize_patterns() if args.check else []
+    imitate = _parse_imitate(args.imitate)
+    if imitate and not (args.check or args.out_dir):
+        print("--imitate runs on another platform than the reference: give --out-dir or --check, the stored outputs "
+              "stay as they are")
+        return 2
+    platform = reference_platform(args.allow_gpu, imitate)
+    print("platform:", ", ".join(f"{key} {value}" for key, value in platform.items()))
+    out_dir = Path(args.out_dir) if args.out_dir else None
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     failures = 0
     for path in chapter_notebooks(args.paths):
         nb = read_notebook(path)
         fresh = read_notebook(path)
         start = time.perf_counter()
         try:
-            execute_notebook(fresh, path.parent, timeout=args.timeout, allow_gpu=args.allow_gpu)
+            execute_notebook(fresh, path.parent, timeout=args.timeout, allow_gpu=args.allow_gpu, platform=platform,
+                             imitate=imitate)
         except Exception as exc:  # a failing cell: report it, never write a half-run notebook
             failures += 1
             print(f"FAILED  {_relpath(path)}: {type(exc).__name__}: {str(exc).splitlines()[-1][:300]}")
@@ -319,8 +456,9 @@ def cmd_execute(args) -> int:
             for d in diffs:
                 print(f"        {d}")
         else:
-            write_notebook(fresh, path)
-            print(f"wrote   {_relpath(path)}  ({seconds:.1f} s)")
+            target = out_dir / path.name if out_dir is not None else path
+            write_notebook(fresh, target)
+            print(f"wrote   {_relpath(target)}  ({seconds:.1f} s)")
     return 1 if failures else 0
 
 
@@ -355,6 +493,10 @@ def _fill_parser(parser: argparse.ArgumentParser) -> None:
     ex.add_argument("--check", action="store_true", help="do not write; report notebooks whose outputs change")
     ex.add_argument("--timeout", type=int, default=600, help="per-cell timeout in seconds (default 600)")
     ex.add_argument("--allow-gpu", action="store_true", help="let notebooks see a GPU (never for stored outputs)")
+    ex.add_argument("--out-dir", help="write the executed notebooks into this folder instead of in place")
+    ex.add_argument("--imitate", action="append", default=[], metavar="NAME=VALUE",
+                    help="an environment variable that imitates another platform, e.g. ATEN_CPU_CAPABILITY=default "
+                         "(repeatable; needs --out-dir or --check)")
     ex.set_defaults(func=cmd_execute)
     st = sub.add_parser("stamp", help="write the Colab badge and setup cell into notebooks")
     st.add_argument("paths", nargs="*", help="notebooks or folders (default: notebooks/)")

@@ -20,6 +20,7 @@ their readings be combined?
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -279,4 +280,4 @@ def rmse(estimate: torch.Tensor, truth: torch.Tensor) -> float:
     check_same_size(estimate, truth, "estimate", "truth")
     if estimate.numel() == 0:
         raise ValueError("rmse needs at least one sample, got empty tensors")
-    return float((estimate - truth).pow(2).mean().sqrt())
+    return math.sqrt(float((estimate - truth).pow(2).mean()))

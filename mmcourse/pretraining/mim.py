@@ -182,7 +182,7 @@ def mim_loss(
             if target.shape[-1] > 1
             else torch.zeros_like(mean)
         )
-        target = (target - mean) / (var + eps).sqrt()
+        target = (target - mean) * (var + eps).rsqrt()  # = / sqrt(var + eps); rsqrt rounds alike on every CPU
     hidden = weight > 0
     # Select before squaring, so visible patches leak nothing (not even NaN) into the loss or its gradient.
     diff = torch.where(
