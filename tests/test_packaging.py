@@ -67,6 +67,36 @@ def test_ci_runs_the_readme_test_command():
     assert "HF_HUB_OFFLINE=1" in ci
 
 
+def _reference_pins() -> dict[str, str]:
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    return dict(p.split("==") for p in pip_section if "==" in p)
+
+
+def test_ci_installs_the_reference_environment():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "environment.yml" in ci, ".ci/run must install environment.yml's versions (the reference environment)"
+    assert {"torch", "numpy", "transformers", "nbval"} <= set(_reference_pins())
+
+
+def test_stored_outputs_were_made_in_the_reference_environment():
+    """Each chapter records the platform it was executed on; it must be environment.yml's versions on x86-64 with
+    the AVX2 pins, or the exact check would only pass on the maintainer's own machine."""
+    import json
+
+    from mmcourse.notebooks import CPU_PINS, stored_platform
+
+    pins = _reference_pins()
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        platform = stored_platform(json.loads(path.read_text(encoding="utf-8")))
+        assert platform, f"{path.name} records no platform: run python -m mmcourse.notebooks execute"
+        assert platform["torch"].split("+")[0] == pins["torch"], (path.name, platform["torch"])
+        assert platform["numpy"] == pins["numpy"] and platform["transformers"] == pins["transformers"], path.name
+        assert platform["python"] == "3.11" and platform["machine"] == "x86_64" and platform["cpu_kernels"] == "AVX2"
+        assert platform["cpu_pins"] == " ".join(f"{k}={v}" for k, v in CPU_PINS.items()), path.name
+        assert platform["accelerator"] == "none", path.name
+
+
 def test_setup_is_deterministic_and_returns_a_device():
     import torch
 
