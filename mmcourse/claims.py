@@ -21,8 +21,10 @@ CLAIM_PREFIX = "claim: "
 """How every claim line starts (the notebook tests keep only these lines on a platform other than the reference)."""
 
 
-def claim(statement: str, holds) -> bool:
-    """Print ``claim: <statement>: yes`` (or ``NO``) and return whether the claim holds.
+def claim(statement: str, holds) -> None:
+    """Print ``claim: <statement>: yes`` (or ``NO``).
+
+    It returns nothing, so a cell may end with it without echoing a value.
 
     Args:
         statement: the conclusion, in words, with its threshold (one line, no trailing colon).
@@ -31,6 +33,4 @@ def claim(statement: str, holds) -> bool:
     """
     if not isinstance(statement, str) or not statement.strip() or "\n" in statement:
         raise ValueError(f"statement must be one non-empty line of text, got {statement!r}")
-    holds = bool(holds)
-    print(f"{CLAIM_PREFIX}{statement.strip()}: {'yes' if holds else 'NO'}")
-    return holds
+    print(f"{CLAIM_PREFIX}{statement.strip()}: {'yes' if bool(holds) else 'NO'}")

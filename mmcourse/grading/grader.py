@@ -346,9 +346,9 @@ def _kernel_manager():
 
 
 def _kernel_env() -> dict[str, str]:
-    from mmcourse.notebooks import REFERENCE_ENV
+    from mmcourse.notebooks import reference_env
 
-    env = {**os.environ, **REFERENCE_ENV}
+    env = reference_env()  # the same kernels on every grading machine: one submission, one score
     env.update({"MALLOC_ARENA_MAX": "2", "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})
     env.pop("JPY_PARENT_PID", None)
     return env
