@@ -200,7 +200,8 @@ def test_public_only_grading_exits_zero_when_everything_is_graded(tmp_path):
     out = tmp_path / "grades.csv"
     code = main(["grade", str(submissions), "--out", str(out), "--public-only", "--timeout", "60", "--quiet"])
     assert code == 0
-    row = next(csv.DictReader(out.open(encoding="utf-8")))
+    with out.open(encoding="utf-8") as f:
+        row = next(csv.DictReader(f))
     assert (row["status"], row["total"], row["max"]) == ("ok", "11", "11")
     assert "graded with the public tests only" in (tmp_path / "grades_feedback" / "only.ipynb.txt").read_text()
 

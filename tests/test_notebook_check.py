@@ -23,7 +23,6 @@ from mmcourse.notebooks import (
     PLATFORM_KEY,
     REPO_ROOT,
     check_mode,
-    execute_notebook,
     sanitize,
     stored_platform,
 )
@@ -122,12 +121,25 @@ LESSON = [
 ]
 
 
+EXECUTE = """
+import sys, nbformat
+from mmcourse.notebooks import execute_notebook, platform_fingerprint
+nb = nbformat.read(sys.argv[1], as_version=4)
+execute_notebook(nb, sys.argv[2], timeout=120, platform=platform_fingerprint())
+nbformat.write(nb, sys.argv[1])
+"""
+
+
 @pytest.fixture(scope="module")
 def executed_lesson(tmp_path_factory):
-    """A two-cell notebook executed in a fresh kernel, with the platform of this test run recorded."""
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in LESSON])
+    """A two-cell notebook executed in a fresh kernel (from a fresh interpreter, which also owns the kernel's
+    sockets), with the platform of this test run recorded."""
     folder = tmp_path_factory.mktemp("lesson")
-    execute_notebook(nb, folder, timeout=120, platform=_fingerprint(dict(os.environ)))
+    path = folder / "lesson.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(src) for src in LESSON]), path)
+    subprocess.run([sys.executable, "-c", EXECUTE, str(path), str(folder)], check=True, capture_output=True,
+                   timeout=300)
+    nb = nbformat.read(path, as_version=4)
     assert nb.cells[1].outputs[0].text == f"accuracy 0.700\n{CLAIM_PREFIX}accuracy >= 0.5: yes\n"
     return nb
 
