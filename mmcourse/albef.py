@@ -54,7 +54,7 @@ from mmcourse.pretraining.itm import ITMHead, itm_loss, make_itm_pairs
 from mmcourse.pretraining.mim import mim_loss, patchify, random_masking, unpatchify
 from mmcourse.pretraining.mlm import mask_tokens, mlm_loss
 from mmcourse.retrieval import recall_at_k
-from mmcourse.train import History, fit
+from mmcourse.train import History, evaluating, fit, module_device
 
 __all__ = [
     "OBJECTIVES",
@@ -401,7 +401,7 @@ class ALBEF(nn.Module):
                 )
             hidden = hidden.to(patches)
         blanked_patches = patches * (1 - hidden).unsqueeze(-1)
-        blanked = unpatchify(blanked_patches, self.cell_size, self.image_size).to(next(self.parameters()).device)
+        blanked = unpatchify(blanked_patches, self.cell_size, self.image_size).to(module_device(self))
         pred = self.mim_decoder(self.image_tokens(blanked)).to(patches.device)
         mixed = torch.where(hidden.bool().unsqueeze(-1), pred, patches)
         unp = lambda p: unpatchify(p, self.cell_size, self.image_size)  # noqa: E731
@@ -697,20 +697,19 @@ def train_albef(
 def embed(model: ALBEF, data: dict[str, torch.Tensor], batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """ITC embeddings of every image and caption in ``data``: ``(N, E)`` and ``(N, E)`` on the model's device
     (from ``data["image_tokens"]`` when present, see :func:`cache_image_tokens`)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     images, texts = [], []
     n = data["images"].shape[0]
     cached = data.get("image_tokens")
-    for start in range(0, n, batch_size):
-        part = slice(start, start + batch_size)
-        if cached is not None:
-            images.append(model.image_embedding(cached[part].to(device)))
-        else:
-            images.append(model.encode_image(data["images"][part].to(device)))
-        texts.append(model.encode_text(data["input_ids"][part].to(device), data["attention_mask"][part].to(device)))
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, n, batch_size):
+            part = slice(start, start + batch_size)
+            if cached is not None:
+                images.append(model.image_embedding(cached[part].to(device)))
+            else:
+                images.append(model.encode_image(data["images"][part].to(device)))
+            ids, mask = data["input_ids"][part].to(device), data["attention_mask"][part].to(device)
+            texts.append(model.encode_text(ids, mask))
     return torch.cat(images), torch.cat(texts)
 
 
@@ -743,23 +742,22 @@ def itm_rerank(
     q, g = similarity_t2i.shape
     check_positive(k, "k", integer=True)
     k = min(k, g)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     top = similarity_t2i.topk(k, dim=1).indices  # (Q, k)
-    if data.get("image_tokens") is not None:
-        image_tokens = data["image_tokens"].to(device)
-    else:
-        image_tokens = torch.cat([model.image_tokens(data["images"][s : s + 256].to(device)) for s in range(0, g, 256)])
     query = torch.arange(q).repeat_interleave(k)
     candidate = top.flatten().cpu()
     probs = []
-    for start in range(0, query.numel(), batch_size):
-        qi, ci = query[start : start + batch_size], candidate[start : start + batch_size]
-        ids, mask = data["input_ids"][qi].to(device), data["attention_mask"][qi].to(device)
-        logits = model.itm_logits(image_tokens[ci.to(device)], model.text_tokens(ids, mask), mask)
-        probs.append(logits.softmax(dim=-1)[:, 1] if score == "itm" else logits.log_softmax(dim=-1)[:, 1])
-    model.train(was_training)
+    with evaluating(model):
+        if data.get("image_tokens") is not None:
+            image_tokens = data["image_tokens"].to(device)
+        else:
+            image_tokens = torch.cat([model.image_tokens(data["images"][s : s + 256].to(device))
+                                      for s in range(0, g, 256)])
+        for start in range(0, query.numel(), batch_size):
+            qi, ci = query[start : start + batch_size], candidate[start : start + batch_size]
+            ids, mask = data["input_ids"][qi].to(device), data["attention_mask"][qi].to(device)
+            logits = model.itm_logits(image_tokens[ci.to(device)], model.text_tokens(ids, mask), mask)
+            probs.append(logits.softmax(dim=-1)[:, 1] if score == "itm" else logits.log_softmax(dim=-1)[:, 1])
     new = torch.cat(probs).view(q, k).to(similarity_t2i)
     scores = similarity_t2i.clone()
     if score == "itm":
@@ -869,12 +867,11 @@ def cache_image_tokens(model: ALBEF, data: dict[str, torch.Tensor], batch_size: 
         raise ValueError(f"data must hold 'images', got keys {sorted(data)}")
     check_tensor(data["images"], "data['images']", ndim=4, floating=True)
     check_positive(batch_size, "batch_size", integer=True)
-    was_training = model.visual.training
-    model.visual.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     images = data["images"]
-    tokens = [model.image_tokens(images[s : s + batch_size].to(device)) for s in range(0, images.shape[0], batch_size)]
-    model.visual.train(was_training)
+    with evaluating(model.visual):
+        tokens = [model.image_tokens(images[s : s + batch_size].to(device))
+                  for s in range(0, images.shape[0], batch_size)]
     return {**data, "image_tokens": torch.cat(tokens)}
 
 
@@ -911,14 +908,12 @@ def predict_masked_words(
         raise ValueError(f"positions must have one entry per caption ({input_ids.shape[0]}), got {positions.shape[0]}")
     if positions.numel() and (int(positions.min()) < 0 or int(positions.max()) >= input_ids.shape[1]):
         raise ValueError(f"positions must lie in [0, {input_ids.shape[1]}), got {positions.tolist()}")
-    was_training = model.training
-    model.eval()
     rows = torch.arange(input_ids.shape[0], device=input_ids.device)
     masked = input_ids.clone()
     masked[rows, positions] = mask_id
-    device = next(model.parameters()).device  # inputs go to the model; the answer comes back to the caller's device
-    logits = model.mlm_logits(image_tokens.to(device), masked.to(device), attention_mask.to(device))
-    model.train(was_training)
+    device = module_device(model)  # inputs go to the model; the answer comes back to the caller's device
+    with evaluating(model):
+        logits = model.mlm_logits(image_tokens.to(device), masked.to(device), attention_mask.to(device))
     return logits[rows.to(device), positions.to(device)].argmax(dim=-1).to(input_ids.device)
 
 
@@ -960,31 +955,29 @@ def twin_scores(
     twins = counterfactual_twins(world, indices, kinds)
     if not twins["captions"]:
         raise ValueError("indices hold no two-object scene with a counterfactual twin of the requested kinds")
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     source = twins["source"].tolist()
-    images0 = world.images[source].to(device)
-    images1 = twins["images"].to(device)
-    ids0, mask0 = (t.to(device) for t in tokenizer.encode([world.captions[i] for i in source], max_len=max_len))
-    ids1, mask1 = (t.to(device) for t in tokenizer.encode(twins["captions"], max_len=max_len))
-    tokens0, tokens1 = model.image_tokens(images0), model.image_tokens(images1)
-    text0, text1 = model.text_tokens(ids0, mask0), model.text_tokens(ids1, mask1)
+    with evaluating(model):
+        images0 = world.images[source].to(device)
+        images1 = twins["images"].to(device)
+        ids0, mask0 = (t.to(device) for t in tokenizer.encode([world.captions[i] for i in source], max_len=max_len))
+        ids1, mask1 = (t.to(device) for t in tokenizer.encode(twins["captions"], max_len=max_len))
+        tokens0, tokens1 = model.image_tokens(images0), model.image_tokens(images1)
+        text0, text1 = model.text_tokens(ids0, mask0), model.text_tokens(ids1, mask1)
 
-    scale = model.logit_scale() if score == "itm+itc" else 1.0
+        scale = model.logit_scale() if score == "itm+itc" else 1.0
 
-    def s(image_tokens, text_tokens, mask):
-        value = torch.zeros(image_tokens.shape[0], device=device)
-        if score in ("itc", "itm+itc"):
-            cosine = (model.image_embedding(image_tokens) * model.text_embedding(text_tokens, mask)).sum(-1)
-            value = value + scale * cosine
-        if score in ("itm", "itm+itc"):
-            value = value + model.itm_logits(image_tokens, text_tokens, mask).log_softmax(dim=-1)[:, 1]
-        return value
+        def s(image_tokens, text_tokens, mask):
+            value = torch.zeros(image_tokens.shape[0], device=device)
+            if score in ("itc", "itm+itc"):
+                cosine = (model.image_embedding(image_tokens) * model.text_embedding(text_tokens, mask)).sum(-1)
+                value = value + scale * cosine
+            if score in ("itm", "itm+itc"):
+                value = value + model.itm_logits(image_tokens, text_tokens, mask).log_softmax(dim=-1)[:, 1]
+            return value
 
-    s00, s01 = s(tokens0, text0, mask0), s(tokens0, text1, mask1)
-    s10, s11 = s(tokens1, text0, mask0), s(tokens1, text1, mask1)
-    model.train(was_training)
+        s00, s01 = s(tokens0, text0, mask0), s(tokens0, text1, mask1)
+        s10, s11 = s(tokens1, text0, mask0), s(tokens1, text1, mask1)
     text_ok = (s00 > s01) & (s11 > s10)
     image_ok = (s00 > s10) & (s11 > s01)
     group_ok = text_ok & image_ok

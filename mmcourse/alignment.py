@@ -46,7 +46,7 @@ from mmcourse.contrastive import LogitScale, clip_loss, zero_shot_classifier, ze
 from mmcourse.data.vocab import COLORS, SHAPES
 from mmcourse.encoders import ProjectionHead
 from mmcourse.retrieval import rank_of_positives
-from mmcourse.train import History, fit
+from mmcourse.train import History, evaluating, fit, module_device
 
 __all__ = [
     "STRATEGIES",
@@ -107,7 +107,7 @@ class MatchingHead(nn.Module):
         returned on the device of ``image_embeddings`` (CPU embeddings from :func:`embed_captions` give CPU scores)."""
         check_tensor(image_embeddings, "image_embeddings", ndim=2, floating=True)
         check_tensor(text_embeddings, "text_embeddings", ndim=2, floating=True)
-        device = next(self.parameters()).device
+        device = module_device(self)
         ni, nt = image_embeddings.size(0), text_embeddings.size(0)
         images = image_embeddings.to(device)[:, None, :].expand(ni, nt, -1)
         texts = text_embeddings.to(device)[None, :, :].expand(ni, nt, -1)
@@ -517,12 +517,10 @@ class BoundEncoder(nn.Module):
     @torch.no_grad()
     def encode_all(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """Embed many inputs in eval mode: ``(N, ...) → (N, D)``."""
-        was_training = self.training
-        self.eval()
-        device = next(self.parameters()).device
-        out = torch.cat([self.encode(inputs[i : i + batch_size].to(device)) for i in range(0, len(inputs), batch_size)])
-        self.train(was_training)
-        return out
+        device = module_device(self)
+        with evaluating(self):
+            return torch.cat([self.encode(inputs[i : i + batch_size].to(device))
+                              for i in range(0, len(inputs), batch_size)])
 
 
 def bind_modality(

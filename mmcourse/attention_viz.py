@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from mmcourse._checks import check_tensor
+from mmcourse.train import evaluating, module_device
 
 __all__ = ["patch_heatmaps", "word_patch_attention", "attention_mass", "upsample_heatmap", "show_word_attention"]
 
@@ -65,13 +66,11 @@ def word_patch_attention(
     Returns:
         the heat-maps on the CPU (for plots), whatever device the model runs on; the inputs move to it.
     """
-    device = next(model.parameters()).device
+    device = module_device(model)
     images, input_ids = images.to(device), input_ids.to(device)
     attention_mask = attention_mask.to(device) if attention_mask is not None else None
-    was_training = model.training
-    model.eval()
-    _, all_weights = model(images, input_ids, attention_mask, need_weights=True)
-    model.train(was_training)
+    with evaluating(model):
+        _, all_weights = model(images, input_ids, attention_mask, need_weights=True)
     if not -len(all_weights) <= layer < len(all_weights):
         raise ValueError(f"layer must be in [-{len(all_weights)}, {len(all_weights)}), got {layer}")
     return patch_heatmaps(all_weights[layer].cpu(), head)

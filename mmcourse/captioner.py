@@ -22,6 +22,7 @@ from torch import nn
 from mmcourse._checks import check_positive, check_tensor
 from mmcourse.blocks import TransformerDecoder, TransformerEncoder
 from mmcourse.pretraining.itg import caption_loss, generate, shift_for_teacher_forcing
+from mmcourse.train import evaluating, module_device
 
 __all__ = [
     "Captioner",
@@ -214,9 +215,7 @@ class Captioner(nn.Module):
         check_positive(max_len, "max_len", integer=True)
         if max_len > self.max_len:
             raise ValueError(f"max_len must be <= the model's max_len={self.max_len}, got {max_len}")
-        was_training = self.training
-        self.eval()
-        try:
+        with evaluating(self):
             memory = self.encode_images(images)
 
             def step(tokens: torch.Tensor, batch_index: torch.Tensor) -> torch.Tensor:
@@ -234,8 +233,6 @@ class Captioner(nn.Module):
                 device=memory.device,
                 return_scores=return_scores,
             )
-        finally:
-            self.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------------- ShapesWorld
@@ -347,7 +344,7 @@ def train_captioner(
 
 def caption_images(model: Captioner, images: torch.Tensor, tokenizer, batch_size: int = 256, **generate_kwargs):
     """Generated captions (list of str) for ``images (N, 3, S, S)``, in batches, decoded by ``tokenizer``."""
-    device = next(model.parameters()).device
+    device = module_device(model)
     texts: list[str] = []
     for start in range(0, images.shape[0], batch_size):
         ids = model.generate(images[start : start + batch_size].to(device), **generate_kwargs)

@@ -24,7 +24,7 @@ from mmcourse._checks import check_choice, check_positive, check_tensor
 from mmcourse.contrastive import LogitScale, clip_loss, zero_shot_accuracy, zero_shot_classifier
 from mmcourse.encoders import ProjectionHead, SmallCNN, TextTransformer, TinyViT
 from mmcourse.retrieval import rank_of_positives, recall_at_k
-from mmcourse.train import History, fit
+from mmcourse.train import History, evaluating, fit, module_device
 
 __all__ = [
     "CLIPOutput",
@@ -158,22 +158,15 @@ def build_tiny_clip(
     return TinyCLIP(vision, text, embed_dim, init_temperature)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def encode_images(model: TinyCLIP, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Embed many images in eval mode, ``batch_size`` at a time: ``(N, 3, H, W) → (N, D)`` on the model's device."""
     check_tensor(images, "images", ndim=4, floating=True)
-    was_training = model.training
-    model.eval()
-    device = _model_device(model)
-    out = torch.cat(
-        [model.encode_image(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
-    )
-    model.train(was_training)
-    return out
+    device = module_device(model)
+    with evaluating(model):
+        return torch.cat(
+            [model.encode_image(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+        )
 
 
 @torch.no_grad()
@@ -183,14 +176,12 @@ def encode_texts(
     """Embed many texts in eval mode: ``N`` strings ``→ (N, D)`` on the model's device."""
     if isinstance(texts, str) or len(texts) == 0:
         raise ValueError(f"texts must be a non-empty list of strings, got {texts!r}")
-    was_training = model.training
-    model.eval()
-    device = _model_device(model)
+    device = module_device(model)
     parts = []
-    for i in range(0, len(texts), batch_size):
-        ids, mask = tokenizer.encode(list(texts[i : i + batch_size]), max_len=max_len)
-        parts.append(model.encode_text(ids.to(device), mask.to(device)))
-    model.train(was_training)
+    with evaluating(model):
+        for i in range(0, len(texts), batch_size):
+            ids, mask = tokenizer.encode(list(texts[i : i + batch_size]), max_len=max_len)
+            parts.append(model.encode_text(ids.to(device), mask.to(device)))
     return torch.cat(parts)
 
 
@@ -287,7 +278,7 @@ def train_tiny_clip(
     elif model_kwargs:
         raise ValueError(f"model_kwargs {sorted(model_kwargs)} only apply when model is None")
     if device is None:
-        device = _model_device(model)
+        device = module_device(model)
 
     index = torch.tensor(indices)
     images = world.images[index]

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcourse._checks import check_positive, check_same_size, check_tensor
+from mmcourse.train import module_device
 
 __all__ = [
     "contrastive_loss",
@@ -201,13 +202,8 @@ def _encode_text_fn(model_or_encode_text_fn) -> Callable:
 def _device_of(obj, default) -> torch.device:
     if default is not None:
         return torch.device(default)
-    if isinstance(obj, nn.Module):
-        for p in obj.parameters():
-            return p.device
-    owner = getattr(obj, "__self__", None)  # a bound method such as model.encode_text
-    if isinstance(owner, nn.Module):
-        return _device_of(owner, None)
-    return torch.device("cpu")
+    owner = obj if isinstance(obj, nn.Module) else getattr(obj, "__self__", None)  # a bound method: model.encode_text
+    return module_device(owner) if isinstance(owner, nn.Module) else torch.device("cpu")
 
 
 @torch.no_grad()

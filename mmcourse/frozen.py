@@ -19,6 +19,7 @@ from torch import nn
 
 from mmcourse._checks import check_positive, check_tensor
 from mmcourse.encoders import EncoderOutput
+from mmcourse.train import evaluating, module_device
 
 __all__ = ["frozen_image_tokens", "PrecomputedTokens"]
 
@@ -49,14 +50,9 @@ def frozen_image_tokens(encoder: nn.Module, images: torch.Tensor, batch_size: in
     if images.size(0) == 0:
         raise ValueError(f"images must hold at least one image, got shape {tuple(images.shape)}")
     check_positive(batch_size, "batch_size", integer=True)
-    parameter = next(encoder.parameters(), None)
-    device = parameter.device if parameter is not None else images.device
-    was_training = encoder.training
-    encoder.eval()
-    try:
+    device = module_device(encoder)
+    with evaluating(encoder):
         parts = [_tokens_of(encoder(images[i : i + batch_size].to(device))) for i in range(0, len(images), batch_size)]
-    finally:
-        encoder.train(was_training)
     return torch.cat(parts)
 
 

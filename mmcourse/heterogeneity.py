@@ -33,7 +33,7 @@ from mmcourse.blocks import MultimodalEncoder
 from mmcourse.clip import TinyCLIP, encode_images, encode_texts
 from mmcourse.encoders import ProjectionHead, SmallCNN, TextTransformer
 from mmcourse.sparsity import SMALL_MODEL, train_on_pairs
-from mmcourse.train import History, fit
+from mmcourse.train import History, fit, module_device
 
 __all__ = [
     "CURES",
@@ -274,7 +274,7 @@ def caption_scores(
     """
     indices = [int(i) for i in indices]
     distinct, caption_index = distinct_captions(world, indices)
-    device = next(model.parameters()).device
+    device = module_device(model)
     images = world.images[torch.tensor(indices)].to(device)
     ids, mask = (t.to(device) for t in tokenizer.encode(distinct, max_len=max_len))
     model.eval()

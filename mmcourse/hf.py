@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcourse._checks import check_positive, check_tensor
+from mmcourse.train import module_device
 
 __all__ = [
     "CLIP_VIT_B32",
@@ -536,14 +537,6 @@ def as_clip_encoder(model: nn.Module) -> nn.Module:
     )
 
 
-def _device_of(model: nn.Module) -> torch.device:
-    for tensor in model.parameters():
-        return tensor.device
-    for tensor in model.buffers():
-        return tensor.device
-    return torch.device("cpu")
-
-
 @torch.no_grad()
 def image_embeddings(model: nn.Module, images: torch.Tensor, *, batch_size: int = 256,
                      normalize: bool = True) -> torch.Tensor:
@@ -551,7 +544,7 @@ def image_embeddings(model: nn.Module, images: torch.Tensor, *, batch_size: int 
     check_tensor(images, "images", ndim=4, floating=True)
     check_positive(batch_size, "batch_size", integer=True)
     encoder = as_clip_encoder(model)
-    device = _device_of(encoder)
+    device = module_device(encoder)
     return torch.cat([encoder.encode_image(images[i : i + batch_size].to(device), normalize=normalize)
                       for i in range(0, len(images), batch_size)])
 
@@ -568,7 +561,7 @@ def text_embeddings(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
                              f"{tuple(attention_mask.shape)}")
     check_positive(batch_size, "batch_size", integer=True)
     encoder = as_clip_encoder(model)
-    device = _device_of(encoder)
+    device = module_device(encoder)
     parts = []
     for i in range(0, len(input_ids), batch_size):
         mask = None if attention_mask is None else attention_mask[i : i + batch_size].to(device)

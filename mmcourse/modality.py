@@ -22,7 +22,7 @@ from torch.nn import functional as F
 from mmcourse._checks import check_choice, check_positive, check_same_size, check_tensor
 from mmcourse.encoders import SmallCNN, TextTransformer
 from mmcourse.fusion import EarlyFusionClassifier
-from mmcourse.train import fit
+from mmcourse.train import fit, module_device
 
 USES = ("image", "text", "both")
 
@@ -193,7 +193,7 @@ def accuracy(model: nn.Module, data: dict[str, torch.Tensor], use: str | None = 
         finally:
             model.use = saved
     model.eval()
-    device = next(model.parameters()).device
+    device = module_device(model)
     correct = 0
     n = data["labels"].size(0)
     for start in range(0, n, batch_size):

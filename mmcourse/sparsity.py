@@ -42,7 +42,7 @@ from mmcourse.contrastive import LogitScale, clip_loss, zero_shot_classifier, ze
 from mmcourse.data.render import BACKGROUND
 from mmcourse.data.vocab import COLORS, SHAPES
 from mmcourse.encoders import ProjectionHead
-from mmcourse.train import History, fit
+from mmcourse.train import History, fit, module_device
 
 __all__ = [
     "AUGMENTATIONS",
@@ -225,7 +225,7 @@ class _Projections(nn.Module):
 def _frozen_features(model: TinyCLIP, images: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor):
     """Pooled encoder outputs of frozen encoders: images ``(N, Dv)``, texts ``(N, P, Dt)`` for ``ids (N, P, L)``,
     computed on the model's device."""
-    device = next(model.parameters()).device
+    device = module_device(model)
     images, ids, mask = images.to(device), ids.to(device), mask.to(device)
     image_features = torch.cat([model.image_encoder(images[i : i + 512]).pooled for i in range(0, len(images), 512)])
     n, p, length = ids.shape
@@ -320,7 +320,7 @@ def train_on_pairs(
             encoder.eval()
             encoder.requires_grad_(False)
     if device is None and init is not None:
-        device = next(init.parameters()).device
+        device = module_device(init)
     if device is not None:
         model.to(device)  # after the new heads, so that they move too
 

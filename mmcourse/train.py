@@ -16,6 +16,7 @@ gives a different model every run.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,7 +27,7 @@ from torch import nn
 
 from mmcourse._checks import check_positive
 
-__all__ = ["History", "fit", "fused_adamw", "move_to_device", "iterate_minibatches"]
+__all__ = ["History", "fit", "fused_adamw", "move_to_device", "iterate_minibatches", "module_device", "evaluating"]
 
 
 @dataclass
@@ -156,10 +157,24 @@ def _endless(data, batch_size: int, generator: torch.Generator) -> Iterator:
             raise ValueError("data produced no batches")
 
 
-def _default_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
+def module_device(module: nn.Module) -> torch.device:
+    """The device ``module`` computes on: that of its first parameter (or buffer); the CPU for an empty module."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
     return torch.device("cpu")
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """``with evaluating(model): ...`` runs the block in ``eval()`` mode without gradients, then puts ``module`` back
+    in the mode it was in — also when the block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield module
+    finally:
+        module.train(was_training)
 
 
 def _cosine_factor(step: int, total: int, warmup: int) -> float:
@@ -182,11 +197,8 @@ def _split_step_output(output) -> tuple[torch.Tensor, dict[str, float]]:
 
 
 def _run_eval(model: nn.Module, eval_fn: Callable, history: History, step: int) -> None:
-    was_training = model.training
-    model.eval()
-    with torch.no_grad():
+    with evaluating(model):
         result = eval_fn(model)
-    model.train(was_training)
     if result is None:
         return
     if not isinstance(result, Mapping):
@@ -283,7 +295,7 @@ def fit(
             raise ValueError("epochs needs data with a length (tensors or a DataLoader); give steps instead")
         total_steps = epochs * per_epoch
 
-    device = torch.device(device) if device is not None else _default_device(model)
+    device = torch.device(device) if device is not None else module_device(model)
     model.to(device)
     if _tensor_collection_size(data) is not None:
         data = move_to_device(data, device)  # in-memory data crosses to the device once, not once per batch

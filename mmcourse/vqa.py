@@ -33,7 +33,7 @@ from mmcourse._checks import check_positive, check_tensor
 from mmcourse.blocks import MultimodalEncoder, TransformerEncoder
 from mmcourse.data.vocab import ANSWERS, QUESTION_TYPES
 from mmcourse.encoders import TextTransformer
-from mmcourse.train import History, fit
+from mmcourse.train import History, evaluating, fit, module_device
 
 __all__ = [
     "VQAModel",
@@ -261,7 +261,7 @@ def train_vqa(
     _check_scenes(model, scenes, data)
     if device is not None:
         model.to(device)
-    device = next(model.parameters()).device
+    device = module_device(model)
     tensors = {k: data[k] for k in _DATA_KEYS}
 
     def step(m: VQAModel, batch: dict):
@@ -300,18 +300,14 @@ def answer_probabilities(
     n = _check_data(data)
     check_positive(batch_size, "batch_size", integer=True)
     _check_scenes(model, scenes, data)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    try:
-        out = []
+    device = module_device(model)
+    out = []
+    with evaluating(model):
         for start in range(0, n, batch_size):
             rows = slice(start, start + batch_size)
             ids, mask = data["input_ids"][rows].to(device), data["attention_mask"][rows].to(device)
             batch_scenes = scenes[data["scene_ids"][rows]].to(device) if model.use_image else None
             out.append(model(batch_scenes, ids, mask).softmax(-1).cpu())
-    finally:
-        model.train(was_training)
     return torch.cat(out)
 
 

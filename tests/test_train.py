@@ -138,3 +138,26 @@ def test_bad_inputs():
         fit(model, lambda m, b: m(b[0]).sum() * float("nan"), data, steps=1)
     with pytest.raises(TypeError, match="model must be an nn.Module"):
         fit(lambda x: x, _mse_step, data, steps=1)
+
+
+def test_evaluating_runs_without_gradients_in_eval_mode_and_restores_the_mode():
+    from mmcourse.train import evaluating
+
+    model = nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.5)).train()
+    with evaluating(model) as inside:
+        assert inside is model and not model.training and not torch.is_grad_enabled()
+        assert not model(torch.ones(1, 2)).requires_grad
+    assert model.training and torch.is_grad_enabled()
+    model.eval()
+    with pytest.raises(RuntimeError, match="boom"), evaluating(model):
+        raise RuntimeError("boom")
+    assert not model.training, "a model in eval mode stays in eval mode, also after an exception"
+
+
+def test_module_device_reads_parameters_then_buffers_then_says_cpu():
+    from mmcourse.train import module_device
+
+    assert module_device(nn.Linear(2, 2).to("meta")) == torch.device("meta")
+    only_buffer = nn.BatchNorm1d(3, affine=False).to("meta")
+    assert module_device(only_buffer) == torch.device("meta")
+    assert module_device(nn.Identity()) == torch.device("cpu")
