@@ -53,7 +53,7 @@ from mmcourse.encoders import SmallCNN, TextTransformer, TinyViT
 from mmcourse.pretraining.itm import ITMHead, itm_loss, make_itm_pairs
 from mmcourse.pretraining.mim import mim_loss, patchify, random_masking, unpatchify
 from mmcourse.pretraining.mlm import mask_tokens, mlm_loss
-from mmcourse.retrieval import recall_at_k
+from mmcourse.retrieval import recall_at_k, recall_both_ways
 from mmcourse.train import History, evaluating, fit, module_device
 
 __all__ = [
@@ -831,8 +831,8 @@ def evaluate_retrieval(
         codes = {key: c for c, key in enumerate(dict.fromkeys(keys))}
         ids = torch.tensor([codes[key] for key in keys])
         positives = ids[:, None] == ids[None, :]
-    out = {f"t2i_R@{k}": v for k, v in recall_at_k(sim_t2i, positives, ks).items()}
-    out.update({f"i2t_R@{k}": v for k, v in recall_at_k(sim_t2i.t(), positives.t(), ks).items()})
+    both = recall_both_ways(sim_t2i.t(), positives.t(), ks)
+    out = {key: both[key] for key in sorted(both, key=lambda key: not key.startswith("t2i"))}  # text→image first
     if rerank_k is not None:
         reranked = itm_rerank(model, data, sim_t2i, rerank_k, score=rerank_score)
         out.update({f"t2i_R@{k}_itm": v for k, v in recall_at_k(reranked, positives, ks).items()})

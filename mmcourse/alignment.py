@@ -45,7 +45,7 @@ from mmcourse.clip import (
 from mmcourse.contrastive import LogitScale, clip_loss, zero_shot_classifier, zero_shot_predict
 from mmcourse.data.vocab import COLORS, SHAPES
 from mmcourse.encoders import ProjectionHead
-from mmcourse.retrieval import rank_of_positives
+from mmcourse.retrieval import recall_both_ways
 from mmcourse.train import History, evaluating, fit, module_device
 
 __all__ = [
@@ -435,10 +435,7 @@ def caption_recall(similarity: torch.Tensor, caption_index: torch.Tensor, k: int
     if n and (int(caption_index.min()) < 0 or int(caption_index.max()) >= c):
         raise ValueError(f"caption_index must lie in [0, {c}), got values in [{int(caption_index.min())}, "
                          f"{int(caption_index.max())}]")
-    positives = caption_index[:, None] == torch.arange(c)[None, :]  # (N, C)
-    i2t = rank_of_positives(similarity, positives)
-    t2i = rank_of_positives(similarity.t(), positives.t())
-    return {f"i2t_R@{k}": float((i2t <= k).float().mean()), f"t2i_R@{k}": float((t2i <= k).float().mean())}
+    return recall_both_ways(similarity, caption_index[:, None] == torch.arange(c)[None, :], k)
 
 
 def _cosine_gap(similarity: torch.Tensor, caption_index: torch.Tensor) -> float:

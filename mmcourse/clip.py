@@ -23,7 +23,7 @@ from torch import nn
 from mmcourse._checks import check_choice, check_positive, check_tensor
 from mmcourse.contrastive import LogitScale, clip_loss, zero_shot_accuracy, zero_shot_classifier
 from mmcourse.encoders import ProjectionHead, SmallCNN, TextTransformer, TinyViT
-from mmcourse.retrieval import rank_of_positives, recall_at_k
+from mmcourse.retrieval import recall_at_k, recall_both_ways
 from mmcourse.train import History, evaluating, fit, module_device
 
 __all__ = [
@@ -393,15 +393,8 @@ def caption_retrieval(
     image_embeds = encode_images(model, images)
     text_embeds = encode_texts(model, tokenizer, distinct, max_len=max_len)
     similarity = image_embeds @ text_embeds.t()  # (N, T)
-    caption_id = caption_id.to(similarity.device)
-    i2t = rank_of_positives(similarity, caption_id)
-    t2i_positives = caption_id[None, :] == torch.arange(len(distinct), device=similarity.device)[:, None]
-    t2i = rank_of_positives(similarity.t(), t2i_positives)
-    out = {}
-    for k in ks:
-        out[f"i2t_R@{k}"] = float((i2t <= k).float().mean())
-        out[f"t2i_R@{k}"] = float((t2i <= k).float().mean())
-    return out
+    positives = caption_id.to(similarity.device)[:, None] == torch.arange(len(distinct), device=similarity.device)
+    return recall_both_ways(similarity, positives, ks)
 
 
 @torch.no_grad()

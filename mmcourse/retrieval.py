@@ -28,6 +28,7 @@ __all__ = [
     "positives_to_mask",
     "rank_of_positives",
     "recall_at_k",
+    "recall_both_ways",
     "retrieval_metrics",
     "EmbeddingIndex",
 ]
@@ -144,6 +145,28 @@ def recall_at_k(similarity: torch.Tensor, positives, ks: int | Sequence[int] = (
     ks = _check_ks(ks, similarity.size(1))
     ranks = rank_of_positives(similarity, positives)
     return {k: float((ranks <= k).float().mean()) for k in ks}
+
+
+def recall_both_ways(similarity: torch.Tensor, positives: torch.Tensor, ks: int | Sequence[int] = (1, 5, 10)
+                     ) -> dict[str, float]:
+    """Recall@K image→text and text→image from one score matrix.
+
+    Args:
+        similarity: ``(Ni, Nt)``, the score of every image with every text (higher = better match).
+        positives: bool ``(Ni, Nt)``, True where text ``j`` describes image ``i`` (several per row or column allowed).
+        ks: one ``k`` or several (a ``k`` beyond the gallery simply gives 1.0).
+    Returns:
+        ``{"i2t_R@k": …, "t2i_R@k": …}`` for each ``k`` in turn (ties counted pessimistically).
+    """
+    check_tensor(similarity, "similarity", ndim=2, floating=True)
+    ks = _check_ks(ks, float("inf"))
+    i2t = rank_of_positives(similarity, positives)
+    t2i = rank_of_positives(similarity.t(), positives.t())
+    out = {}
+    for k in ks:
+        out[f"i2t_R@{k}"] = float((i2t <= k).float().mean())
+        out[f"t2i_R@{k}"] = float((t2i <= k).float().mean())
+    return out
 
 
 def _rank_summary(prefix: str, ranks: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:

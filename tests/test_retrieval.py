@@ -139,3 +139,19 @@ def test_bad_inputs():
         index.add(torch.randn(2, 3))
     with pytest.raises(ValueError, match="index is empty"):
         EmbeddingIndex().search(torch.randn(1, 4), k=1)
+
+
+def test_recall_both_ways_is_recall_at_k_in_each_direction():
+    from mmcourse.retrieval import recall_both_ways
+
+    g = torch.Generator().manual_seed(0)
+    similarity = torch.randn(12, 5, generator=g)
+    positives = torch.arange(12)[:, None] % 5 == torch.arange(5)[None, :]  # each text describes 2-3 images
+    both = recall_both_ways(similarity, positives, (1, 3))
+    assert list(both) == ["i2t_R@1", "t2i_R@1", "i2t_R@3", "t2i_R@3"]
+    for k in (1, 3):
+        assert both[f"i2t_R@{k}"] == recall_at_k(similarity, positives, k)[k]
+        assert both[f"t2i_R@{k}"] == recall_at_k(similarity.t(), positives.t(), k)[k]
+    assert recall_both_ways(similarity, positives, 50) == {"i2t_R@50": 1.0, "t2i_R@50": 1.0}
+    with pytest.raises(ValueError, match="k"):
+        recall_both_ways(similarity, positives, 0)
