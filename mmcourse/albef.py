@@ -49,6 +49,9 @@ from mmcourse._checks import check_choice, check_positive, check_probability, ch
 from mmcourse.blocks import MultimodalEncoder
 from mmcourse.captioner import Captioner, ImageTokens, fact_key
 from mmcourse.contrastive import LogitScale
+from mmcourse.data import language
+from mmcourse.data.render import render_scenes
+from mmcourse.data.vocab import COLORS, INVERSE_RELATION, SHAPES
 from mmcourse.encoders import SmallCNN, TextTransformer, TinyViT
 from mmcourse.pretraining.itm import ITMHead, itm_loss, make_itm_pairs
 from mmcourse.pretraining.mim import mim_loss, patchify, random_masking, unpatchify
@@ -429,10 +432,6 @@ def counterfactual_twins(world, indices: Sequence[int], kinds: Sequence[str] = T
         (the scene each twin comes from), "kind": [M str], "objects": [M lists of SceneObject] (sizes not
         tracked)}``; noise-free renders at the world's size and scale.
     """
-    from mmcourse.data import language
-    from mmcourse.data.render import render_scenes
-    from mmcourse.data.vocab import COLORS, SHAPES
-
     for kind in kinds:
         check_choice(kind, "kinds", TWIN_KINDS)
     allowed = set(world.combinations)
@@ -447,8 +446,8 @@ def counterfactual_twins(world, indices: Sequence[int], kinds: Sequence[str] = T
         for kind in kinds:
             c, p = colors.clone(), positions.clone()
             if kind == "swap_relation":
-                dx, dy = (p[0] - p[1]).tolist()
-                axis = 0 if abs(dx) >= abs(dy) else 1
+                horizontal = language.relation_of_offset(*(p[0] - p[1]).tolist()) in ("left of", "right of")
+                axis = 0 if horizontal else 1
                 p[:, axis] = 1.0 - p[:, axis]
             else:
                 if c[0] == c[1]:
@@ -785,19 +784,14 @@ def relation_keys(world, indices: Sequence[int] | None = None) -> list[tuple]:
     obj = (colors * 100 + shapes).tolist()  # an id per (colour, shape)
     delta = (world.positions[idx, 0] - world.positions[idx, 1]).tolist()  # object 0 minus object 1, (x, y)
     counts = world.num_objects[idx].tolist()
-    inverse = {"left of": "right of", "right of": "left of", "above": "below", "below": "above"}
     keys = []
     for row, i in enumerate(indices):
         if counts[row] != 2:
             keys.append(("caption", world.captions[i]))
             continue
-        dx, dy = delta[row]
-        if abs(dx) >= abs(dy):
-            rel = "left of" if dx < 0 else "right of"
-        else:
-            rel = "above" if dy < 0 else "below"
+        rel = language.relation_of_offset(*delta[row])
         a, b = obj[row][0], obj[row][1]
-        keys.append(min((a, rel, b), (b, inverse[rel], a)))
+        keys.append(min((a, rel, b), (b, INVERSE_RELATION[rel], a)))
     return keys
 
 

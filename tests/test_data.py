@@ -635,3 +635,13 @@ def test_bad_calls(world2, tok):
         compositional_split([], 10, 10)
     with pytest.raises(TypeError, match=r"extra_texts\[0\] must be a str, got 3"):
         Tokenizer.from_world(None, extra_texts=[3])
+
+
+def test_one_relation_rule_decides_by_the_dominant_axis():
+    from mmcourse.data.language import SceneObject, relation, relation_of_offset
+
+    assert relation_of_offset(-0.3, 0.1) == "left of" and relation_of_offset(0.3, -0.1) == "right of"
+    assert relation_of_offset(0.1, -0.3) == "above" and relation_of_offset(-0.1, 0.3) == "below"
+    assert relation_of_offset(0.2, 0.2) == "right of", "a tie goes to the horizontal axis"
+    a, b = SceneObject("red", "circle", "small", 0.2, 0.5), SceneObject("blue", "square", "small", 0.7, 0.6)
+    assert relation(a, b) == relation_of_offset(a.x - b.x, a.y - b.y) == "left of"

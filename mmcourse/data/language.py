@@ -61,7 +61,12 @@ def relation(a: SceneObject | dict, b: SceneObject | dict) -> str:
         a = SceneObject(**a)
     if isinstance(b, dict):
         b = SceneObject(**b)
-    dx, dy = a.x - b.x, a.y - b.y
+    return relation_of_offset(a.x - b.x, a.y - b.y)
+
+
+def relation_of_offset(dx: float, dy: float) -> str:
+    """The relation an offset states, ``(dx, dy)`` = a's centre minus b's (image y grows downwards): the dominant
+    axis decides, a tie goes to the horizontal one. ``(-0.3, 0.1)`` → ``"left of"``."""
     if abs(dx) >= abs(dy):
         return "left of" if dx < 0 else "right of"
     return "above" if dy < 0 else "below"
