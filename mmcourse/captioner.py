@@ -21,13 +21,13 @@ from torch import nn
 
 from mmcourse._checks import check_positive, check_tensor
 from mmcourse.blocks import TransformerDecoder, TransformerEncoder
+from mmcourse.encoders import tokens_of
 from mmcourse.pretraining.itg import caption_loss, generate, shift_for_teacher_forcing
 from mmcourse.train import evaluating, module_device
 
 __all__ = [
     "Captioner",
     "ImageTokens",
-    "image_tokens_of",
     "mentioned_objects",
     "fact_key",
     "object_match_rate",
@@ -37,15 +37,6 @@ __all__ = [
 
 # Special ids of the course tokenizer (mmcourse.data.Tokenizer): PAD=0, CLS=1, SEP=2, MASK=3, BOS=4, EOS=5.
 PAD_ID, BOS_ID, EOS_ID = 0, 4, 5
-
-
-def image_tokens_of(encoder_output) -> torch.Tensor:
-    """The ``(B, N, D)`` token tensor of an image encoder's output (an ``EncoderOutput``, a tuple or a tensor)."""
-    tokens = getattr(encoder_output, "tokens", None)
-    if tokens is None:
-        tokens = encoder_output[0] if isinstance(encoder_output, (tuple, list)) else encoder_output
-    check_tensor(tokens, "image tokens", ndim=3, floating=True)
-    return tokens
 
 
 class ImageTokens(nn.Module):
@@ -88,7 +79,7 @@ class ImageTokens(nn.Module):
             xs = torch.linspace(-1, 1, w, device=images.device, dtype=images.dtype)
             grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W): x then y
             images = torch.cat([images, grid.expand(b, -1, -1, -1)], dim=1)
-        tokens = image_tokens_of(self.encoder(images)) + self.pos
+        tokens = tokens_of(self.encoder(images)) + self.pos
         return self.context(tokens) if self.context is not None else tokens
 
 
@@ -151,7 +142,7 @@ class Captioner(nn.Module):
         check_tensor(images, "images", floating=True)
         if images.dim() == 0 or images.shape[0] == 0:
             raise ValueError(f"images must hold a non-empty batch, got shape {tuple(images.shape)}")
-        return image_tokens_of(self.image_encoder(images))
+        return tokens_of(self.image_encoder(images))
 
     def decode(self, decoder_input_ids: torch.Tensor, image_tokens: torch.Tensor) -> torch.Tensor:
         """Next-token logits ``(B, T, V)`` for decoder inputs ``(B, T)`` given image tokens ``(B, N, Dc)``.

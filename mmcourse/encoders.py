@@ -24,6 +24,7 @@ from mmcourse.blocks import TransformerEncoder
 
 __all__ = [
     "EncoderOutput",
+    "tokens_of",
     "PatchEmbedding",
     "TinyViT",
     "SmallCNN",
@@ -37,6 +38,15 @@ class EncoderOutput(NamedTuple):
 
     tokens: torch.Tensor
     pooled: torch.Tensor
+
+
+def tokens_of(encoder_output) -> torch.Tensor:
+    """The ``(B, N, D)`` tokens of an image encoder's output: an :class:`EncoderOutput`, a tuple or a tensor."""
+    tokens = getattr(encoder_output, "tokens", None)
+    if tokens is None:
+        tokens = encoder_output[0] if isinstance(encoder_output, (tuple, list)) else encoder_output
+    check_tensor(tokens, "image tokens", ndim=3, floating=True)
+    return tokens
 
 
 def _check_images(images, in_channels: int, image_size: int | None) -> None:

@@ -18,18 +18,10 @@ import torch
 from torch import nn
 
 from mmcourse._checks import check_positive, check_tensor
-from mmcourse.encoders import EncoderOutput
+from mmcourse.encoders import EncoderOutput, tokens_of
 from mmcourse.train import evaluating, module_device
 
 __all__ = ["frozen_image_tokens", "PrecomputedTokens"]
-
-
-def _tokens_of(output) -> torch.Tensor:
-    tokens = getattr(output, "tokens", None)
-    if tokens is None:
-        tokens = output[0] if isinstance(output, (tuple, list)) else output
-    check_tensor(tokens, "encoder output tokens", ndim=3, floating=True)
-    return tokens
 
 
 @torch.no_grad()
@@ -52,7 +44,7 @@ def frozen_image_tokens(encoder: nn.Module, images: torch.Tensor, batch_size: in
     check_positive(batch_size, "batch_size", integer=True)
     device = module_device(encoder)
     with evaluating(encoder):
-        parts = [_tokens_of(encoder(images[i : i + batch_size].to(device))) for i in range(0, len(images), batch_size)]
+        parts = [tokens_of(encoder(images[i : i + batch_size].to(device))) for i in range(0, len(images), batch_size)]
     return torch.cat(parts)
 
 

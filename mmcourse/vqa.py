@@ -32,7 +32,7 @@ from torch import nn
 from mmcourse._checks import check_positive, check_tensor
 from mmcourse.blocks import MultimodalEncoder, TransformerEncoder
 from mmcourse.data.vocab import ANSWERS, QUESTION_TYPES
-from mmcourse.encoders import TextTransformer
+from mmcourse.encoders import TextTransformer, tokens_of
 from mmcourse.train import History, evaluating, fit, module_device
 
 __all__ = [
@@ -46,15 +46,6 @@ __all__ = [
 ]
 
 _DATA_KEYS = ("scene_ids", "input_ids", "attention_mask", "answer_ids", "type_ids")
-
-
-def _tokens_of(encoder_output) -> torch.Tensor:
-    """The ``(B, N, D)`` tokens of an image encoder's output (an ``EncoderOutput``, a tuple or a tensor)."""
-    tokens = getattr(encoder_output, "tokens", None)
-    if tokens is None:
-        tokens = encoder_output[0] if isinstance(encoder_output, (tuple, list)) else encoder_output
-    check_tensor(tokens, "image tokens", ndim=3, floating=True)
-    return tokens
 
 
 class VQAModel(nn.Module):
@@ -128,7 +119,7 @@ class VQAModel(nn.Module):
         if not self.use_image:
             raise ValueError("this VQAModel was built with use_image=False: it has no image encoder")
         check_tensor(scenes, "scenes", floating=True)
-        tokens = _tokens_of(self.image_encoder(scenes))
+        tokens = tokens_of(self.image_encoder(scenes))
         if tokens.shape[1:] != self.image_pos.shape[1:]:
             raise ValueError(
                 f"the image encoder must give tokens of shape (B, {self.num_image_tokens}, {self.image_pos.size(-1)}), "

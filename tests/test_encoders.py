@@ -133,3 +133,13 @@ def test_bad_inputs():
         TextTransformer(vocab_size=12, pool="max")
     with pytest.raises(ValueError, match="x must have last dim 16"):
         ProjectionHead(16, 8)(torch.randn(2, 15))
+
+
+def test_tokens_of_reads_an_encoder_output_a_tuple_or_a_tensor():
+    from mmcourse.encoders import EncoderOutput, tokens_of
+
+    tokens = torch.randn(2, 5, 8)
+    assert tokens_of(EncoderOutput(tokens, tokens.mean(1))) is tokens
+    assert tokens_of((tokens, None)) is tokens and tokens_of(tokens) is tokens
+    with pytest.raises(ValueError, match="image tokens"):
+        tokens_of(torch.randn(2, 8))
