@@ -51,6 +51,7 @@ from mmcourse.captioner import Captioner, ImageTokens, fact_key
 from mmcourse.contrastive import LogitScale
 from mmcourse.data import language
 from mmcourse.data.render import render_scenes
+from mmcourse.data.tokenizer import MASK_ID, SPECIAL_IDS
 from mmcourse.data.vocab import COLORS, INVERSE_RELATION, SHAPES
 from mmcourse.encoders import SmallCNN, TextTransformer, TinyViT
 from mmcourse.pretraining.itm import ITMHead, itm_loss, make_itm_pairs
@@ -85,7 +86,6 @@ __all__ = [
 ]
 
 OBJECTIVES: tuple[str, ...] = ("itc", "itm", "mlm", "mim", "itg")
-SPECIAL_IDS: tuple[int, ...] = tuple(range(7))  # the course tokenizer's PAD, CLS, SEP, MASK, BOS, EOS, UNK
 
 
 class ALBEF(nn.Module):
@@ -884,7 +884,7 @@ def predict_masked_words(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     positions: torch.Tensor,
-    mask_id: int = 3,
+    mask_id: int = MASK_ID,
 ) -> torch.Tensor:
     """Hide one word per caption and let the MLM head fill it in, looking at the image.
 
@@ -892,7 +892,7 @@ def predict_masked_words(
         image_tokens: ``(B, N, dim)`` (e.g. ``model.image_tokens(images)`` or cached ones).
         input_ids, attention_mask: ``(B, L)`` encoded captions.
         positions: ``(B,)`` which position of each caption becomes ``[MASK]``.
-        mask_id: the ``[MASK]`` id (the course tokenizer's is 3).
+        mask_id: the ``[MASK]`` id (the course tokenizer's by default).
     Returns:
         ``(B,)`` the predicted token id at each masked position.
     """

@@ -21,6 +21,7 @@ from torch import nn
 
 from mmcourse._checks import check_positive, check_tensor
 from mmcourse.blocks import TransformerDecoder, TransformerEncoder
+from mmcourse.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from mmcourse.encoders import tokens_of
 from mmcourse.pretraining.itg import caption_loss, generate, shift_for_teacher_forcing
 from mmcourse.train import evaluating, module_device
@@ -36,7 +37,6 @@ __all__ = [
 ]
 
 # Special ids of the course tokenizer (mmcourse.data.Tokenizer): PAD=0, CLS=1, SEP=2, MASK=3, BOS=4, EOS=5.
-PAD_ID, BOS_ID, EOS_ID = 0, 4, 5
 
 
 class ImageTokens(nn.Module):

@@ -31,6 +31,7 @@ from mmcourse._checks import check_choice, check_positive, check_tensor
 from mmcourse.alignment import caption_recall
 from mmcourse.blocks import MultimodalEncoder
 from mmcourse.clip import TinyCLIP, encode_images, encode_texts
+from mmcourse.data.tokenizer import SPECIAL_IDS
 from mmcourse.encoders import ProjectionHead, SmallCNN, TextTransformer
 from mmcourse.sparsity import SMALL_MODEL, train_on_pairs
 from mmcourse.train import History, fit, module_device
@@ -78,7 +79,7 @@ def zero_pad(x: torch.Tensor, width: int) -> torch.Tensor:
 
 
 def bag_of_words(
-    input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int, skip_ids: Sequence[int] = range(7)
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, vocab_size: int, skip_ids: Sequence[int] = SPECIAL_IDS
 ) -> torch.Tensor:
     """Word counts: discrete token ids → one continuous vector per text, ``(B, L) → (B, vocab_size)``.
 

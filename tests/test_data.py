@@ -645,3 +645,14 @@ def test_one_relation_rule_decides_by_the_dominant_axis():
     assert relation_of_offset(0.2, 0.2) == "right of", "a tie goes to the horizontal axis"
     a, b = SceneObject("red", "circle", "small", 0.2, 0.5), SceneObject("blue", "square", "small", 0.7, 0.6)
     assert relation(a, b) == relation_of_offset(a.x - b.x, a.y - b.y) == "left of"
+
+
+def test_special_ids_are_module_constants_every_tokenizer_shares():
+    from mmcourse.data import SPECIAL_IDS, SPECIAL_TOKENS, Tokenizer
+    from mmcourse.data.tokenizer import BOS_ID, EOS_ID, MASK_ID, PAD_ID
+
+    tokenizer = Tokenizer(["red", "circle"])
+    assert tokenizer.special_ids == SPECIAL_IDS == tuple(range(len(SPECIAL_TOKENS)))
+    assert [tokenizer.vocab[i] for i in (PAD_ID, MASK_ID, BOS_ID, EOS_ID)] == ["[PAD]", "[MASK]", "[BOS]", "[EOS]"]
+    ids = (tokenizer.pad_id, tokenizer.mask_id, tokenizer.bos_id, tokenizer.eos_id)
+    assert ids == (PAD_ID, MASK_ID, BOS_ID, EOS_ID)

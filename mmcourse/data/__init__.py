@@ -25,7 +25,7 @@ from mmcourse.data.audio import log_mel_spectrogram, synthesize
 from mmcourse.data.batching import collate, make_loader
 from mmcourse.data.language import relation
 from mmcourse.data.render import object_coverage, render_scenes
-from mmcourse.data.tokenizer import SPECIAL_TOKENS, Tokenizer, tokenize
+from mmcourse.data.tokenizer import SPECIAL_IDS, SPECIAL_TOKENS, Tokenizer, tokenize
 from mmcourse.data.vocab import (
     ANSWERS,
     BASE_WORDS,
@@ -59,6 +59,7 @@ __all__ = [
     "NEGATIVE_KINDS",
     "BASE_WORDS",
     "SPECIAL_TOKENS",
+    "SPECIAL_IDS",
     "relation",
     "render_scenes",
     "object_coverage",

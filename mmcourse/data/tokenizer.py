@@ -24,6 +24,9 @@ from mmcourse.data.vocab import BASE_WORDS
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]", "[UNK]")
 """Special tokens; their ids are their positions: PAD=0 CLS=1 SEP=2 MASK=3 BOS=4 EOS=5 UNK=6."""
+PAD_ID, CLS_ID, SEP_ID, MASK_ID, BOS_ID, EOS_ID, UNK_ID = range(len(SPECIAL_TOKENS))
+SPECIAL_IDS: tuple[int, ...] = tuple(range(len(SPECIAL_TOKENS)))
+"""The ids of :data:`SPECIAL_TOKENS`, the same in every course tokenizer (``Tokenizer.special_ids``)."""
 
 _WORD = re.compile(r"[a-z0-9]+")
 
@@ -46,7 +49,7 @@ class Tokenizer:
         special_ids: tuple of the seven special ids; ``special_tokens``: dict token -> id.
     """
 
-    pad_id, cls_id, sep_id, mask_id, bos_id, eos_id, unk_id = range(7)
+    pad_id, cls_id, sep_id, mask_id, bos_id, eos_id, unk_id = PAD_ID, CLS_ID, SEP_ID, MASK_ID, BOS_ID, EOS_ID, UNK_ID
 
     def __init__(self, words: Iterable[str] = BASE_WORDS):
         if isinstance(words, str) or not isinstance(words, Iterable):
@@ -64,7 +67,7 @@ class Tokenizer:
         self.vocab: list[str] = vocab
         self.token_to_id: dict[str, int] = {w: i for i, w in enumerate(vocab)}
         self.special_tokens: dict[str, int] = {t: i for i, t in enumerate(SPECIAL_TOKENS)}
-        self.special_ids: tuple[int, ...] = tuple(range(len(SPECIAL_TOKENS)))
+        self.special_ids: tuple[int, ...] = SPECIAL_IDS
 
     @classmethod
     def from_world(cls, world=None, extra_texts: Iterable[str] | None = None) -> Tokenizer:

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcourse._checks import check_positive, check_probability, check_tensor, has_values
+from mmcourse.data.tokenizer import PAD_ID
 
 __all__ = ["shift_for_teacher_forcing", "caption_loss", "generate", "greedy_decode", "beam_search"]
 
@@ -120,7 +121,7 @@ def greedy_decode(
     eos_id: int,
     max_len: int,
     *,
-    pad_id: int = 0,
+    pad_id: int = PAD_ID,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Greedy decoding.
@@ -156,7 +157,7 @@ def beam_search(
     num_beams: int,
     *,
     length_penalty: float = 1.0,
-    pad_id: int = 0,
+    pad_id: int = PAD_ID,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Beam search. Returns the best caption per sample, ``tokens (B, T)`` and its raw ``scores (B,)``.
@@ -217,7 +218,7 @@ def generate(
     num_beams: int = 1,
     length_penalty: float = 1.0,
     *,
-    pad_id: int = 0,
+    pad_id: int = PAD_ID,
     device: torch.device | str | None = None,
     return_scores: bool = False,
 ):
