@@ -12,13 +12,12 @@ without ``nn.Linear`` layers (an already-quantized model included).
 | :func:`quantize_torchao` (torch's successor API) | Linear (torchao) | INT8 or float | CUDA |
 
 CPU kernels: fbgemm / x86 on Intel and AMD, qnnpack on ARM. :func:`quantize_dynamic_with_embeddings` is the
-smallest and fastest on CPU; :func:`quantize_from_scratch` is readable but not faster. torchao on a CPU without
-AVX-512 VNNI (measured on the ViT-B/32 image tower, batch 1, one AVX2 thread): ``int8_weight_only`` is 2.6× smaller
-and about as fast as float32 (1.1×), ``int8_dynamic`` is 15× slower (no fast int8 × int8 kernel) — on CPU use
+smallest and fastest on CPU; :func:`quantize_from_scratch` is readable but not faster. torchao's INT8 paths need
+INT8 kernels that a CPU without AVX-512 VNNI lacks (measured in benchmarks/RESULTS.md) — on CPU use
 :func:`quantize_dynamic_with_embeddings`; on a GPU start with float16, then torchao.
 
 **The article's snippet on today's torch.** ``torch.quantization.quantize_dynamic(model, {torch.nn.Linear},
-dtype=torch.qint8)`` still runs unchanged on torch 2.13: ``torch.quantization`` is a legacy alias of
+dtype=torch.qint8)`` still runs unchanged on today's torch: ``torch.quantization`` is a legacy alias of
 ``torch.ao.quantization``, whose whole eager-mode API is deprecated in favour of torchao's ``quantize_``. What
 today's torch needs is therefore not a change to the call but a deliberate handling of the warnings that come
 with it, none of them a bug in the student's code:

@@ -17,7 +17,8 @@ Modules (each built with ``from_float``; weights live in int8 buffers, scales in
   float (``activation="weight_only"``). The integer products are summed exactly: ``torch._int_mm`` (int32) on
   CUDA, a float32 matmul of the integer values elsewhere — exact while the sum stays below 2**24 and within
   1e-7 relative beyond, far below the quantization error. Plain PyTorch has no fast int8 matmul on CPU, so this
-  module shows the arithmetic, not the speed: for speed see :mod:`mmcourse.quantization.dynamic`.
+  module shows the arithmetic, not the speed: for speed see
+  :func:`mmcourse.quantization.convert.quantize_dynamic_with_embeddings`.
 * :class:`Int8Embedding` — one scale per row (token); rows are dequantized after the lookup.
 * :class:`Int8Conv2d` — weight-only: the int8 kernel is dequantized and used by ``F.conv2d``.
 
