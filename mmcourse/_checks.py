@@ -71,6 +71,7 @@ def check_choice(value, name: str, choices: Sequence) -> None:
 
 
 def has_values(tensor: torch.Tensor) -> bool:
-    """Whether value checks (ranges, 0/1 masks) can look at ``tensor``'s data: not on the data-less ``meta`` device,
-    where shape and device logic runs without values (the device-plumbing tests use it)."""
-    return tensor.device.type != "meta"
+    """Whether value checks (ranges, 0/1 masks, NaN) may read ``tensor``'s data: only on the CPU. On a GPU a read
+    waits for every queued kernel (a host synchronisation per check, per step), so value checks run where the data
+    enters, on the CPU, and the GPU's own kernels check indices; the data-less ``meta`` device has no values."""
+    return tensor.device.type == "cpu"

@@ -667,7 +667,7 @@ def train_albef(
 
     def step(m: ALBEF, batch: dict):
         out = m.compute_losses(batch, objectives, weights, generator, **(loss_kwargs or {}))
-        return out["loss"], {k: float(v.detach()) for k, v in out.items() if k != "loss"}
+        return out["loss"], {k: v.detach() for k, v in out.items() if k != "loss"}
 
     source = data
     if hard_fraction:

@@ -215,8 +215,8 @@ def draw_text_choice(counts: torch.Tensor, generator: torch.Generator) -> tuple[
 
     The draw is made on the CPU from ``generator``, so the same seed picks the same texts on every device.
     """
-    choice = (torch.rand(len(counts), generator=generator) * counts.cpu()).long().to(counts.device)
-    return torch.arange(len(choice), device=counts.device), choice
+    uniform = torch.rand(len(counts), generator=generator).to(counts.device)  # drawn on the CPU, no read-back
+    return torch.arange(len(counts), device=counts.device), (uniform * counts).long()
 
 def train_tiny_clip(
     world,
@@ -289,7 +289,7 @@ def train_tiny_clip(
         batch_images, batch_ids, batch_mask, batch_counts = batch
         rows, pick = draw_text_choice(batch_counts, choice_generator)
         loss = model.loss(batch_images, batch_ids[rows, pick], batch_mask[rows, pick])
-        return loss, {"logit_scale": float(model.logit_scale().detach())}
+        return loss, {"logit_scale": model.logit_scale().detach()}
 
     history = fit(
         model,

@@ -185,15 +185,55 @@ def _cosine_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _split_step_output(output) -> tuple[torch.Tensor, dict[str, float]]:
+def _split_step_output(output) -> tuple[torch.Tensor, Mapping]:
     if isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], Mapping):
         loss, extras = output
     else:
         loss, extras = output, {}
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
         got = f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else type(loss).__name__
-        raise TypeError(f"step_fn must return a scalar loss tensor or (loss, dict of floats), got {got}")
-    return loss, {k: float(v) for k, v in extras.items()}
+        raise TypeError(f"step_fn must return a scalar loss tensor or (loss, dict of numbers), got {got}")
+    return loss, extras
+
+
+def _as_floats(values: list) -> list[float]:
+    """Floats from Python numbers or 0-d tensors, reading tensors back in one go (one host sync, not one each)."""
+    if values and all(isinstance(v, torch.Tensor) for v in values):
+        return torch.stack([v.detach().double().reshape(()) for v in values]).tolist()  # exactly float(v) each
+    return [float(v) for v in values]
+
+
+class _StepLog:
+    """The per-step loss and training metrics, kept as tensors and written into the :class:`History` every
+    ``every`` steps: on a GPU each read of a value waits for the GPU, so ``fit`` reads them in batches (on the CPU,
+    where a read costs nothing, every step). A non-finite loss raises, naming its step."""
+
+    def __init__(self, history: History, every: int):
+        self.history, self.every = history, every
+        self.steps: list[int] = []
+        self.losses: list[torch.Tensor] = []
+        self.extras: dict[str, list] = {}
+
+    def add(self, step: int, loss: torch.Tensor, extras: Mapping) -> None:
+        self.steps.append(step)
+        self.losses.append(loss.detach())
+        for name, value in extras.items():
+            self.extras.setdefault(name, []).append(value.detach() if isinstance(value, torch.Tensor) else value)
+        if len(self.steps) >= self.every:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.steps:
+            return
+        losses = _as_floats(self.losses)
+        self.history.steps.extend(self.steps)
+        self.history.losses.extend(losses)
+        for name, values in self.extras.items():
+            self.history.metrics.setdefault(name, []).extend(_as_floats(values))
+        bad = next(((step, v) for step, v in zip(self.steps, losses) if not math.isfinite(v)), None)
+        self.steps, self.losses, self.extras = [], [], {}
+        if bad is not None:
+            raise RuntimeError(f"loss is {bad[1]} at step {bad[0]}: lower lr or check the inputs")
 
 
 def _run_eval(model: nn.Module, eval_fn: Callable, history: History, step: int) -> None:
@@ -318,44 +358,43 @@ def fit(
     from tqdm.auto import tqdm
 
     history = History()
+    log = _StepLog(history, every=1 if device.type == "cpu" else 50)
     batches = _endless(data, batch_size, generator)
     bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False)
     start = time.perf_counter()
-    for step in range(total_steps):
-        if lr_schedule == "cosine":
-            factor = _cosine_factor(step, total_steps, warmup_steps)
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * factor
-        batch = move_to_device(next(batches), device)
-        autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
-        with autocast:
-            loss, extras = _split_step_output(step_fn(model, batch))
-        if not torch.isfinite(loss.detach()):
-            bar.close()
-            raise RuntimeError(f"loss is {float(loss.detach())} at step {step + 1}: lower lr or check the inputs")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if grad_clip is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
+    try:
+        for step in range(total_steps):
+            if lr_schedule == "cosine":
+                factor = _cosine_factor(step, total_steps, warmup_steps)
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * factor
+            batch = move_to_device(next(batches), device)
+            autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
+            with autocast:
+                loss, extras = _split_step_output(step_fn(model, batch))
+            history.metrics.setdefault("lr", []).append(optimizer.param_groups[0]["lr"])
+            log.add(step + 1, loss, extras)  # raises on a non-finite loss (on the CPU: before this step's update)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
 
-        history.steps.append(step + 1)
-        history.losses.append(float(loss.detach()))
-        history.metrics.setdefault("lr", []).append(optimizer.param_groups[0]["lr"])
-        for name, value in extras.items():
-            history.metrics.setdefault(name, []).append(value)
-        bar.update(1)
-        if progress and (step % 10 == 0 or step + 1 == total_steps):
-            bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
-        if eval_fn is not None and eval_every is not None and (step + 1) % eval_every == 0:
-            _run_eval(model, eval_fn, history, step + 1)
-        if time_budget_s is not None and time.perf_counter() - start > time_budget_s and step + 1 < total_steps:
-            history.stopped_early = True
-            break
+            bar.update(1)
+            if progress and (step % 10 == 0 or step + 1 == total_steps):
+                log.flush()
+                bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
+            if eval_fn is not None and eval_every is not None and (step + 1) % eval_every == 0:
+                _run_eval(model, eval_fn, history, step + 1)
+            if time_budget_s is not None and time.perf_counter() - start > time_budget_s and step + 1 < total_steps:
+                history.stopped_early = True
+                break
+        log.flush()
+    finally:
+        bar.close()
     history.seconds = time.perf_counter() - start
-    bar.close()
     if eval_fn is not None and (not history.eval_steps or history.eval_steps[-1] != history.steps[-1]):
         _run_eval(model, eval_fn, history, history.steps[-1])
     return history

@@ -254,12 +254,13 @@ def train_vqa(
         model.to(device)
     device = module_device(model)
     tensors = {k: data[k] for k in _DATA_KEYS}
+    scenes_on_device = scenes.to(device) if model.use_image else None  # once: a step indexes them on the device
 
     def step(m: VQAModel, batch: dict):
-        batch_scenes = scenes[batch["scene_ids"].cpu()].to(device) if m.use_image else None
+        batch_scenes = scenes_on_device[batch["scene_ids"]] if m.use_image else None
         logits = m(batch_scenes, batch["input_ids"], batch["attention_mask"])
         loss = F.cross_entropy(logits, batch["answer_ids"])
-        return loss, {"accuracy": float((logits.argmax(-1) == batch["answer_ids"]).float().mean())}
+        return loss, {"accuracy": (logits.argmax(-1) == batch["answer_ids"]).float().mean()}
 
     fit_kwargs.setdefault("lr_schedule", "cosine")
     fit_kwargs.setdefault("warmup_steps", min(30, steps // 10))

@@ -12,7 +12,11 @@ was sent to ``"cuda"`` *tagged*, and applies CUDA's device rules to every torch 
   ``copy_`` across devices;
 * a random factory on ``"cuda"`` with a CPU ``generator`` raises (CUDA needs a CUDA generator);
 * ``.numpy()`` and ``numpy.asarray()`` of a tagged tensor raise (matplotlib calls the latter);
-* outputs of an operation with a tagged input are tagged; so are the ``.grad`` and ``.data`` of tagged tensors.
+* outputs of an operation with a tagged input are tagged; so are the ``.grad`` and ``.data`` of tagged tensors;
+* every host synchronisation a GPU would pay for is counted in :data:`SYNCS`: a value read back from a tagged tensor
+  (``.item()``, ``float()``, ``int()``, ``bool()`` — an ``if`` on a tensor —, ``.tolist()``), a copy of it to the
+  CPU, or a result whose size depends on its values (``nonzero()``, ``masked_select``, indexing with a boolean
+  mask). :func:`count_syncs` measures a block, so tests can hold a training step to a budget.
 
 What it does not check: CUDA kernels, numerics, memory, speed, asynchronous execution — a GPU run still has the
 last word. Use it as ``with fake_cuda():`` in tests, or run notebooks under it::
@@ -46,6 +50,13 @@ def is_tagged(t) -> bool:
 
 TAGGED = {"count": 0}
 """How many tensors have been tagged: proof that a run really went through the fake device."""
+
+SYNCS: list[str] = []
+"""One entry per host synchronisation of a tagged tensor, in order: what read it back, and where in mmcourse."""
+_SIZED_BY_VALUES = {torch.Tensor.nonzero, torch.nonzero, torch.masked_select, torch.Tensor.masked_select,
+                    torch.Tensor.unique, torch.unique, torch.argwhere}
+_READS = {torch.Tensor.item: "item()", torch.Tensor.__float__: "float()", torch.Tensor.__int__: "int()",
+          torch.Tensor.__bool__: "bool()", torch.Tensor.__index__: "index", torch.Tensor.tolist: "tolist()"}
 
 
 def _tag(value):
@@ -82,6 +93,18 @@ _METADATA = {torch._has_compatible_shallow_copy_type}  # asks about tensor types
 _RANDOM = {torch.rand, torch.randn, torch.randint, torch.randperm, torch.normal, torch.bernoulli, torch.multinomial}
 
 
+def _boolean_index(index) -> bool:
+    return any(isinstance(t, torch.Tensor) and t.dtype == torch.bool and t.dim() > 0 for t in tree_flatten(index)[0])
+
+
+def _record_sync(what: str) -> None:
+    import traceback
+
+    here = next((f"{Path(frame.filename).name}:{frame.lineno}" for frame in reversed(traceback.extract_stack())
+                 if "/mmcourse/" in frame.filename.replace("\\", "/")), "outside mmcourse")
+    SYNCS.append(f"{what} at {here}")
+
+
 def _getter_name(func) -> str | None:
     if isinstance(func, _GETTER) and getattr(func, "__self__", None) is not None:
         return getattr(func.__self__, "__name__", None)
@@ -102,6 +125,12 @@ class FakeCuda(TorchFunctionMode):
             return self._to_cpu(args[0])
         if func is torch.Tensor.pin_memory:
             return args[0]
+        if func in _READS and args and is_tagged(args[0]):
+            _record_sync(_READS[func])
+        elif func in _SIZED_BY_VALUES and args and is_tagged(args[0]):
+            _record_sync(_name(func))
+        elif func is torch.Tensor.__getitem__ and is_tagged(args[0]) and _boolean_index(args[1]):
+            _record_sync("boolean-mask indexing")
         if func in (torch.Tensor.numpy, torch.Tensor.__array__) and is_tagged(args[0]):
             raise TypeError(
                 "can't convert cuda:0 device type tensor to numpy. Use Tensor.cpu() to copy the tensor to host memory "
@@ -194,6 +223,8 @@ class FakeCuda(TorchFunctionMode):
         source = t if source is None else source
         if not is_tagged(source):
             return t
+        if not isinstance(source, torch.nn.Parameter):
+            _record_sync("copy to the CPU")
         copy = t.clone() if t is source else t
         if is_tagged(copy):
             setattr(copy, TAG, False)
@@ -225,6 +256,16 @@ def fake_cuda() -> Iterator[None]:
         return _tag(result) if is_tagged(param) else result
 
     torch.nn.Parameter.__deepcopy__ = deepcopy_keeping_device
+    from torch.nn.utils import clip_grad
+
+    group = clip_grad._group_tensors_by_device_and_dtype
+
+    def group_on_the_fake_device(tensorlistlist, with_indices=False):  # C++ sees the CPU tensors' real device
+        grouped = group(tensorlistlist, with_indices)
+        first = lambda lists: next((t for tensors in lists for t in tensors if t is not None), None)  # noqa: E731
+        return {(FAKE if is_tagged(first(v[0])) else device, dtype): v for (device, dtype), v in grouped.items()}
+
+    clip_grad._group_tensors_by_device_and_dtype = group_on_the_fake_device
     try:
         with FakeCuda():
             yield
@@ -232,6 +273,18 @@ def fake_cuda() -> Iterator[None]:
         for name, fn in saved.items():
             setattr(torch.cuda, name, fn)
         torch.nn.Parameter.__deepcopy__ = param_deepcopy
+        clip_grad._group_tensors_by_device_and_dtype = group
+
+
+@contextlib.contextmanager
+def count_syncs() -> Iterator[list[str]]:
+    """``with count_syncs() as syncs:`` — the host synchronisations of tagged tensors within the block."""
+    start = len(SYNCS)
+    found: list[str] = []
+    try:
+        yield found
+    finally:
+        found.extend(SYNCS[start:])
 
 
 def enable() -> None:

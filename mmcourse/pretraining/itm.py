@@ -42,7 +42,10 @@ def sample_hard_negatives(
             the positive of row ``i`` is column ``i``.
         group_ids: optional ``(B,)`` scene/image ids; columns with the same id as the row are positives too
             and are never drawn (two captions of one scene in a batch are not a negative pair).
-        generator: optional ``torch.Generator`` (the draw happens on its device).
+        generator: optional ``torch.Generator``. With ``similarity`` on the generator's device the draw is
+            ``torch.multinomial``'s; with a CPU generator and ``similarity`` on an accelerator, uniform numbers are
+            drawn on the CPU and the cumulative distribution is inverted on the accelerator, so the scores never
+            travel back to the CPU (that read-back would stall the GPU at every step).
         eps: added to every probability *before* the positives are zeroed, so a row whose softmax puts all
             its mass on the positive (one-hot-like similarities) still has a valid distribution and
             ``torch.multinomial`` does not fail.
@@ -82,9 +85,11 @@ def sample_hard_negatives(
     with torch.no_grad():
         weights = similarity.detach().float().softmax(dim=1) + eps
         weights = weights.masked_fill(invalid, 0.0)
-        draw_device = generator.device if generator is not None else weights.device
-        picked = torch.multinomial(weights.to(draw_device), 1, generator=generator).squeeze(1)
-    return picked.to(similarity.device)
+        if generator is None or generator.device == weights.device:
+            return torch.multinomial(weights, 1, generator=generator).squeeze(1)
+        threshold = (1.0 - torch.rand(b, 1, generator=generator)).to(weights.device)  # uniform in (0, 1]
+        cdf = weights.cumsum(dim=1)
+        return (cdf < threshold * cdf[:, -1:]).sum(dim=1).clamp_max(b - 1)  # first column reaching the threshold
 
 
 def make_itm_pairs(

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 import torch
 
-from mmcourse._checks import check_positive, check_probability, check_tensor
+from mmcourse._checks import check_positive, check_probability, check_tensor, has_values
 
 __all__ = ["patchify", "unpatchify", "num_kept", "random_masking", "restore_order", "mim_loss"]
 
@@ -172,7 +172,7 @@ def mim_loss(
         raise ValueError(f"pred must not be empty, got shape {tuple(pred.shape)}")
     check_positive(eps, "eps")
     weight = mask.to(pred.dtype)
-    if not (weight.sum() > 0):
+    if has_values(weight) and not (weight.sum() > 0):
         raise ValueError("mask hides no patch: the MIM loss is undefined when nothing is masked")
     target = target_patches
     if norm_pix:

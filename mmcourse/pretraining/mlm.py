@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import torch
 
-from mmcourse._checks import check_positive, check_probability, check_tensor
+from mmcourse._checks import check_positive, check_probability, check_tensor, has_values
 
 IGNORE_INDEX = -100
 """Label value that ``F.cross_entropy`` skips: every position that was not chosen for prediction."""
@@ -114,33 +114,31 @@ def mask_tokens(
     special, mask_id = special_ids_of(tokenizer_or_special_ids, mask_id)
     if mask_id >= vocab_size:
         raise ValueError(f"mask_id must be < vocab_size={vocab_size}, got {mask_id}")
-    lo, hi = int(input_ids.min()), int(input_ids.max())
-    if lo < 0 or hi >= vocab_size:
-        raise ValueError(f"input_ids must lie in [0, vocab_size={vocab_size}), got values in [{lo}, {hi}]")
+    if has_values(input_ids) and (int(input_ids.min()) < 0 or int(input_ids.max()) >= vocab_size):
+        raise ValueError(f"input_ids must lie in [0, vocab_size={vocab_size}), got values in "
+                         f"[{int(input_ids.min())}, {int(input_ids.max())}]")
     is_special = torch.zeros(vocab_size, dtype=torch.bool)
     is_special[[s for s in special if s < vocab_size]] = True
     ordinary_ids = (~is_special).nonzero().squeeze(1)
     if random_replace_prob > 0 and ordinary_ids.numel() == 0:
         raise ValueError(f"no ordinary (non-special) id exists below vocab_size={vocab_size} to draw from")
 
-    # All random draws happen on the generator's device (CPU by default), then move to the input's device.
-    draw_device = generator.device if generator is not None else torch.device("cpu")
-    shape = input_ids.shape
-    ids = input_ids.to(draw_device)
-    candidate = ~is_special.to(draw_device)[ids]
-    chosen = (torch.rand(shape, generator=generator, device=draw_device) < mlm_probability) & candidate
+    # The random draws come from the generator's device (the CPU by default), so a seed gives the same masks on
+    # every device; the rule itself runs where the ids are.
+    device, shape = input_ids.device, input_ids.shape
+    draw = generator.device if generator is not None else torch.device("cpu")
+    candidate = ~is_special.to(device)[input_ids]
+    chosen = (torch.rand(shape, generator=generator, device=draw).to(device) < mlm_probability) & candidate
     # One uniform number per token decides its fate: [0, 0.8) -> MASK, [0.8, 0.9) -> random, rest unchanged.
-    fate = torch.rand(shape, generator=generator, device=draw_device)
+    fate = torch.rand(shape, generator=generator, device=draw).to(device)
     to_mask = chosen & (fate < mask_replace_prob)
     to_random = chosen & (fate >= mask_replace_prob) & (fate < mask_replace_prob + random_replace_prob)
-    masked = ids.clone()
-    masked[to_mask] = mask_id
+    masked = torch.where(to_mask, mask_id, input_ids)
     if ordinary_ids.numel() > 0:
-        pick = torch.randint(ordinary_ids.numel(), shape, generator=generator, device=draw_device)
-        random_ids = ordinary_ids.to(draw_device)[pick]
-        masked = torch.where(to_random, random_ids, masked)
-    labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
-    return masked.to(input_ids.device), labels.to(input_ids.device)
+        pick = torch.randint(ordinary_ids.numel(), shape, generator=generator, device=draw)
+        masked = torch.where(to_random, ordinary_ids[pick].to(device), masked)
+    labels = torch.where(chosen, input_ids, IGNORE_INDEX)
+    return masked, labels
 
 
 def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -159,7 +157,7 @@ def mlm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
             f"logits (B, L, V) and labels (B, L) must agree on B and L, got {tuple(logits.shape)} and "
             f"{tuple(labels.shape)}"
         )
+    # The mean over the chosen positions, written so that it needs no read-back of how many there are (0 when none).
     chosen = labels != IGNORE_INDEX
-    if not chosen.any():
-        return logits.sum() * 0.0
-    return torch.nn.functional.cross_entropy(logits[chosen], labels[chosen])
+    total = torch.nn.functional.cross_entropy(logits.flatten(0, -2), labels.flatten(), reduction="sum")
+    return total / chosen.sum().clamp_min(1)
