@@ -101,7 +101,8 @@ def save(results: dict, out_dir: Path) -> None:
     (out_dir / f"RESULTS{suffix}.md").write_text(render(results, gpu_results), encoding="utf-8")
 
 
-def run_all(quick: bool, only: list[str] | None = None, out_dir: Path = HERE, device: str = "cpu") -> dict:
+def run_all(quick: bool, only: list[str] | None = None, out_dir: Path = HERE, device: str = "cpu",
+            show: bool = False) -> dict:
     results = {"machine": machine_info(), "quick": quick, "device": device, "reports": {}, "errors": {}}
     sys.path.insert(0, str(HERE.parent))
     for name in modules(only):
@@ -119,6 +120,8 @@ def run_all(quick: bool, only: list[str] | None = None, out_dir: Path = HERE, de
         report["seconds"] = round(time.perf_counter() - start, 1)
         results["reports"][name] = report
         print(f"{name}: done in {report['seconds']} s", flush=True)
+        if show:
+            print(to_markdown(report), flush=True)
         save(results, out_dir)
     save(results, out_dir)
     return results
@@ -138,11 +141,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out-dir", type=Path, default=HERE)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: runs the device-aware benchmarks")
     parser.add_argument("--render", action="store_true", help="only rewrite RESULTS.md from the saved JSON files")
+    parser.add_argument("--print", action="store_true", dest="show", help="also print each table as it is done")
     args = parser.parse_args(argv)
     if args.render:
         render_saved(args.out_dir)
         return 0
-    results = run_all(args.quick, args.only, args.out_dir, args.device)
+    results = run_all(args.quick, args.only, args.out_dir, args.device, args.show)
     return 1 if results["errors"] else 0
 
 

@@ -136,11 +136,3 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
             "ratios within one run."
         ),
     }
-
-
-if __name__ == "__main__":
-    result = run()
-    print(result["title"])
-    for row in result["rows"]:
-        print("  ".join(f"{c}={row[c]}" for c in result["columns"]))
-    print(result["notes"])

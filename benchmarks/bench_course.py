@@ -78,8 +78,3 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
         + (", GPU visible" if allow_gpu else ", CPU only")
         + "); wall time includes kernel start and imports.",
     }
-
-
-if __name__ == "__main__":
-    for row in run()["rows"]:
-        print(row)

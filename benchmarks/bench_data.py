@@ -113,18 +113,3 @@ def run(quick: bool = False) -> dict:
         "shared machine are noisy."
     )
     return {"title": "ShapesWorld generation", "columns": COLUMNS, "rows": rows, "notes": notes}
-
-
-def _print_table(result: dict) -> None:
-    columns = result["columns"]
-    cells = [[str(row[c]) for c in columns] for row in result["rows"]]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print(result["title"])
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)))
-    for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)))
-    print(result["notes"])
-
-
-if __name__ == "__main__":
-    _print_table(run())

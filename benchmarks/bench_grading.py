@@ -67,12 +67,3 @@ def run(quick: bool = False) -> dict:
         "notes": "One run (a run is long and the machine is shared: wall times vary with load). Each submission "
         "costs a kernel start and `import torch`; with 2 workers on 2 cores the CPU is the limit.",
     }
-
-
-if __name__ == "__main__":
-    result = run()
-    print(result["title"])
-    print("  ".join(f"{c:>16s}" for c in result["columns"]))
-    for row in result["rows"]:
-        print("  ".join(f"{row[c]!s:>16s}" for c in result["columns"]))
-    print(result["notes"])

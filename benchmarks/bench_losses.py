@@ -92,11 +92,3 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
             "ours adds input validation (a finite check). Times: median over interleaved rounds; shared CPU, noisy."
         ),
     }
-
-
-if __name__ == "__main__":
-    result = run()
-    print(result["title"])
-    for row in result["rows"]:
-        print("  ".join(f"{c}={row[c]}" for c in result["columns"]))
-    print(result["notes"])

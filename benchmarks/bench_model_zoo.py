@@ -61,14 +61,3 @@ def _run(quick: bool) -> dict:
         "has no transformers config; LLaVA-1.5-7B stands for that tier. Shared machine: latency +/-20 %."
     )
     return {"title": "Model selection (§8.1): size and CPU latency", "columns": COLUMNS, "rows": rows, "notes": notes}
-
-
-if __name__ == "__main__":
-    import sys
-
-    result = run(quick="--quick" in sys.argv)
-    print(result["title"])
-    print(" | ".join(result["columns"]))
-    for row in result["rows"]:
-        print(" | ".join(str(row[c]) for c in result["columns"]))
-    print(result["notes"])

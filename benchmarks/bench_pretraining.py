@@ -129,15 +129,3 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
         "rows": rows,
         "notes": notes,
     }
-
-
-if __name__ == "__main__":
-    import sys
-
-    result = run(quick="--quick" in sys.argv)
-    print(result["title"])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in result["rows"])) for c in result["columns"]}
-    print("  ".join(c.ljust(widths[c]) for c in result["columns"]))
-    for row in result["rows"]:
-        print("  ".join(str(row[c]).ljust(widths[c]) for c in result["columns"]))
-    print(result["notes"])

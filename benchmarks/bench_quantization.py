@@ -331,14 +331,3 @@ def _run(quick: bool) -> dict:
     )
     return {"title": "INT8 quantization on CPU: size, speed, fidelity", "columns": COLUMNS, "rows": rows,
             "notes": notes, "int8_gemm_ceiling": gemm_rows}
-
-
-if __name__ == "__main__":
-    import sys
-
-    result = run(quick="--quick" in sys.argv)
-    print(result["title"])
-    print(" | ".join(result["columns"]))
-    for row in result["rows"]:
-        print(" | ".join(str(row[c]) for c in result["columns"]))
-    print(result["notes"])

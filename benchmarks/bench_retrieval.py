@@ -94,11 +94,3 @@ def run(quick: bool = False) -> dict:
             "copy). Timings on a shared CPU are noisy."
         ),
     }
-
-
-if __name__ == "__main__":
-    result = run()
-    print(result["title"])
-    for row in result["rows"]:
-        print("  ".join(f"{c}={row[c]}" for c in result["columns"]))
-    print(result["notes"])

@@ -129,11 +129,3 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
             "threads, spin-waiting included). The step count, and thus the model, is fixed."
         ),
     }
-
-
-if __name__ == "__main__":
-    result = run()
-    print(result["title"])
-    for row in result["rows"]:
-        print("  ".join(f"{c}={row[c]}" for c in result["columns"]))
-    print(result["notes"])
