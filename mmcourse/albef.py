@@ -24,10 +24,10 @@ Objectives (any subset, see :meth:`ALBEF.compute_losses`):
 * ``"itg"`` — captioning with a decoder that shares the image encoder (:class:`mmcourse.captioner.Captioner`).
 
 :func:`prepare_data` turns a ShapesWorld into tensors (with hard-negative captions and, optionally,
-:func:`counterfactual_twins` — re-rendered scenes that make those captions true), :func:`train_albef` trains for a
-fixed number of steps (optionally with :class:`HardNegativeBatches`), :func:`evaluate_retrieval` measures
-text→image / image→text Recall@K (optionally with ITM re-ranking) and :func:`compositionality_experiment` runs
-chapter 5's comparison.
+:func:`~mmcourse.data.twins.counterfactual_twins` — re-rendered scenes that make those captions true),
+:func:`train_albef` trains for a fixed number of steps (optionally with :class:`HardNegativeBatches`),
+:func:`evaluate_retrieval` measures text→image / image→text Recall@K (optionally with ITM re-ranking) and
+:func:`compositionality_experiment` runs chapter 5's comparison.
 
 On top of a trained model, new objectives can be trained with its image encoder locked (LiT, BLIP-2):
 :func:`freeze_image_encoder`, then :func:`cache_image_tokens` so that no step runs the image encoder again.
@@ -50,9 +50,9 @@ from mmcourse.blocks import MultimodalEncoder
 from mmcourse.captioner import Captioner, ImageTokens, fact_key
 from mmcourse.contrastive import LogitScale
 from mmcourse.data import language
-from mmcourse.data.render import render_scenes
 from mmcourse.data.tokenizer import MASK_ID, SPECIAL_IDS
-from mmcourse.data.vocab import COLORS, INVERSE_RELATION, SHAPES
+from mmcourse.data.twins import TWIN_KINDS, counterfactual_twins
+from mmcourse.data.vocab import INVERSE_RELATION
 from mmcourse.encoders import SmallCNN, TextTransformer, TinyViT
 from mmcourse.pretraining.itm import ITMHead, itm_loss, make_itm_pairs
 from mmcourse.pretraining.mim import mim_loss, patchify, random_masking, unpatchify
@@ -63,8 +63,6 @@ from mmcourse.train import History, evaluating, fit, module_device
 __all__ = [
     "OBJECTIVES",
     "ALBEF",
-    "TWIN_KINDS",
-    "counterfactual_twins",
     "prepare_data",
     "fact_key",
     "HardNegativeBatches",
@@ -412,72 +410,6 @@ class ALBEF(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------- data
-TWIN_KINDS: tuple[str, ...] = ("swap_relation", "swap_colors")
-"""Counterfactual twins :func:`counterfactual_twins` can render: the relation inverted (the scene mirrored along
-the relation's axis) or the two objects' colours exchanged."""
-
-
-def counterfactual_twins(world, indices: Sequence[int], kinds: Sequence[str] = TWIN_KINDS) -> dict:
-    """Re-render two-object scenes so that one of their hard-negative captions becomes true.
-
-    ``swap_relation``: the scene mirrored along its relation's axis (x → 1 − x for "left of"/"right of",
-    y → 1 − y for "above"/"below": shapes stay upright, distances and overlaps unchanged), so "a red circle left
-    of a blue square" becomes "a red circle right of a blue square". ``swap_colors``: the two objects exchange
-    colours (skipped when they share a colour, or when the world excludes the new combination). Each twin is the
-    ideal hard negative *image* for its source's caption, and its caption the ideal hard negative *text* for the
-    source image — with a correct positive on both sides.
-
-    Returns:
-        ``{"images": (M, 3, S, S), "captions": [M str] (the twins' canonical captions), "source": LongTensor (M,)
-        (the scene each twin comes from), "kind": [M str], "objects": [M lists of SceneObject] (sizes not
-        tracked)}``; noise-free renders at the world's size and scale.
-    """
-    for kind in kinds:
-        check_choice(kind, "kinds", TWIN_KINDS)
-    allowed = set(world.combinations)
-    colors_out, shapes_out, sizes_out, positions_out, captions, source, made, scenes = [], [], [], [], [], [], [], []
-    for i in (int(i) for i in indices):
-        if int(world.num_objects[i]) != 2:
-            continue
-        colors = world.object_colors[i, :2].clone()
-        shapes = world.object_shapes[i, :2].clone()
-        sizes = world.object_sizes[i, :2].clone()
-        positions = world.positions[i, :2].clone()
-        for kind in kinds:
-            c, p = colors.clone(), positions.clone()
-            if kind == "swap_relation":
-                horizontal = language.relation_of_offset(*(p[0] - p[1]).tolist()) in ("left of", "right of")
-                axis = 0 if horizontal else 1
-                p[:, axis] = 1.0 - p[:, axis]
-            else:
-                if c[0] == c[1]:
-                    continue
-                c = c.flip(0)
-                if any((COLORS[a], SHAPES[b]) not in allowed for a, b in zip(c.tolist(), shapes.tolist(), strict=True)):
-                    continue
-            objects = [
-                language.SceneObject(COLORS[a], SHAPES[b], "small", float(x), float(y))
-                for a, b, (x, y) in zip(c.tolist(), shapes.tolist(), p.tolist(), strict=True)
-            ]
-            colors_out.append(c), shapes_out.append(shapes), sizes_out.append(sizes), positions_out.append(p)
-            captions.append(language.caption(objects))
-            scenes.append(objects)
-            source.append(i)
-            made.append(kind)
-    if not source:
-        empty = torch.zeros(0, 3, world.image_size, world.image_size)
-        return {"images": empty, "captions": [], "source": torch.zeros(0, dtype=torch.long), "kind": [], "objects": []}
-    images = render_scenes(
-        torch.stack(colors_out),
-        torch.stack(shapes_out),
-        torch.stack(sizes_out),
-        torch.stack(positions_out),
-        world.image_size,
-        object_scale=world.object_scale,
-    )
-    return {"images": images, "captions": captions, "source": torch.tensor(source), "kind": made, "objects": scenes}
-
-
 def prepare_data(
     world,
     tokenizer,
@@ -513,8 +445,6 @@ def prepare_data(
     bag_ids = _bag_ids(world, indices)
     negatives = [[world.negatives(kind)[i] for kind in negative_kinds] for i in indices]
     if twins:
-        from mmcourse.data import language
-
         extra = counterfactual_twins(world, indices, twins)
         images = torch.cat([images, extra["images"]])
         captions = captions + extra["captions"]

@@ -517,7 +517,7 @@ def relational_retrieval(
     """Text→image retrieval where only the *relation* tells the right picture from a wrong one.
 
     From the two-object scenes of ``indices`` we keep one scene per pair of (different) objects, and add its
-    mirror image (:func:`mmcourse.albef.counterfactual_twins`, ``"swap_relation"``: "a red circle left of a blue
+    mirror image (:func:`mmcourse.data.twins.counterfactual_twins`, ``"swap_relation"``: "a red circle left of a blue
     square" becomes "... right of ..."). So the two objects of every caption appear in exactly two gallery images,
     the scene and its mirror image, and only the arrangement separates them. Every caption queries the gallery;
     an image is correct when it shows the stated fact (:func:`mmcourse.captioner.fact_key`).
@@ -528,8 +528,8 @@ def relational_retrieval(
         ``relation_chance_R@1 = t2i_objects_R@1 / 2`` is what a model that finds the objects but ignores their
         arrangement scores.
     """
-    from mmcourse.albef import counterfactual_twins
     from mmcourse.captioner import fact_key, mentioned_objects
+    from mmcourse.data.twins import counterfactual_twins
 
     indices = list(range(len(world))) if indices is None else [int(i) for i in indices]
     chosen, seen = [], set()

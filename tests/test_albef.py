@@ -255,7 +255,7 @@ def test_itm_caption_negatives_keep_the_one_to_two_ratio(tok, data):
 
 
 def test_counterfactual_twins_make_the_hard_negative_caption_true(world, tok):
-    from mmcourse.albef import counterfactual_twins
+    from mmcourse.data.twins import counterfactual_twins
 
     twins = counterfactual_twins(world, range(len(world)))
     assert twins["images"].shape == (len(twins["captions"]), 3, 16, 16) and len(twins["captions"]) > 10

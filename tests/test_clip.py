@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmcourse.albef import counterfactual_twins
 from mmcourse.captioner import fact_key, mentioned_objects
 from mmcourse.clip import (
     RELATIONAL_NEGATIVE_KINDS,
@@ -23,6 +22,7 @@ from mmcourse.clip import (
 )
 from mmcourse.contrastive import contrastive_loss
 from mmcourse.data import COLORS, SHAPES, ShapesWorld, Tokenizer
+from mmcourse.data.twins import counterfactual_twins
 
 
 @pytest.fixture(scope="module")
