@@ -10,6 +10,8 @@ All three share the interface ``forward(images (B, C, H, W), input_ids (B, L), a
   predictions are averaged; no interaction between modalities before the decision;
 * :class:`CrossAttentionFusionClassifier` — *cross-attention fusion*: text tokens attend to image tokens
   (:class:`mmcourse.blocks.MultimodalEncoder`), word by word; the attention weights can be returned for heat-maps.
+
+:func:`classifier_accuracy` measures any of them (and chapter 1's modality classifier) on a dict of tensors.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from torch import nn
 from mmcourse._checks import check_choice, check_positive, check_tensor
 from mmcourse.blocks import MultimodalEncoder
 from mmcourse.encoders import EncoderOutput
+from mmcourse.train import evaluating, module_device
 
-__all__ = ["EarlyFusionClassifier", "LateFusionClassifier", "CrossAttentionFusionClassifier"]
+__all__ = ["EarlyFusionClassifier", "LateFusionClassifier", "CrossAttentionFusionClassifier", "classifier_accuracy"]
 
 
 class _TwoTowerBase(nn.Module):
@@ -179,3 +182,19 @@ class CrossAttentionFusionClassifier(_TwoTowerBase):
 
 def _mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Module:
     return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+
+
+def classifier_accuracy(model: nn.Module, data: dict[str, torch.Tensor], batch_size: int = 512) -> float:
+    """Fraction of ``data["labels"] (N,)`` that ``model(images, input_ids, attention_mask) → logits (N, C)``
+    predicts, in chunks of ``batch_size`` on the model's device, in eval mode (the model's mode is restored).
+    Keys of ``data`` other than those four are ignored."""
+    device = module_device(model)
+    n = data["labels"].size(0)
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    with evaluating(model):
+        for start in range(0, n, batch_size):
+            part = {k: data[k][start : start + batch_size].to(device)
+                    for k in ("images", "input_ids", "attention_mask", "labels")}
+            logits = model(part["images"], part["input_ids"], part["attention_mask"])
+            correct += (logits.argmax(-1) == part["labels"]).sum()
+    return int(correct) / n  # one read-back for the whole set

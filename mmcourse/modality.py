@@ -21,8 +21,8 @@ from torch.nn import functional as F
 
 from mmcourse._checks import check_choice, check_positive, check_same_size, check_tensor
 from mmcourse.encoders import SmallCNN, TextTransformer
-from mmcourse.fusion import EarlyFusionClassifier
-from mmcourse.train import fit, module_device
+from mmcourse.fusion import EarlyFusionClassifier, classifier_accuracy
+from mmcourse.train import fit
 
 USES = ("image", "text", "both")
 
@@ -181,7 +181,6 @@ def train_classifier(
     return model.eval()
 
 
-@torch.no_grad()
 def accuracy(model: nn.Module, data: dict[str, torch.Tensor], use: str | None = None, batch_size: int = 512) -> float:
     """Fraction of ``data["labels"]`` that ``model`` predicts correctly (in chunks, eval mode); ``use`` evaluates a
     :class:`ModalityClassifier` on the image alone, the text alone or both (its own setting is restored)."""
@@ -192,12 +191,4 @@ def accuracy(model: nn.Module, data: dict[str, torch.Tensor], use: str | None = 
             return accuracy(model, data, None, batch_size)
         finally:
             model.use = saved
-    model.eval()
-    device = module_device(model)
-    correct = 0
-    n = data["labels"].size(0)
-    for start in range(0, n, batch_size):
-        part = {k: v[start:start + batch_size].to(device) for k, v in data.items()}
-        logits = model(part["images"], part["input_ids"], part["attention_mask"])
-        correct += (logits.argmax(-1) == part["labels"]).sum().item()
-    return correct / n
+    return classifier_accuracy(model, data, batch_size)

@@ -27,8 +27,12 @@ from mmcourse._checks import check_choice, check_positive, check_tensor
 from mmcourse.data.language import relation
 from mmcourse.data.render import BACKGROUND
 from mmcourse.encoders import EncoderOutput, TextTransformer
-from mmcourse.fusion import CrossAttentionFusionClassifier, EarlyFusionClassifier, LateFusionClassifier
-from mmcourse.modality import accuracy
+from mmcourse.fusion import (
+    CrossAttentionFusionClassifier,
+    EarlyFusionClassifier,
+    LateFusionClassifier,
+    classifier_accuracy,
+)
 from mmcourse.train import History, fit
 
 __all__ = [
@@ -230,4 +234,4 @@ def _model_inputs(data: dict) -> dict:
 
 def fusion_accuracy(model: nn.Module, data: dict) -> float:
     """Fraction of ``data["labels"]`` the classifier predicts (eval mode; other keys of ``data`` are ignored)."""
-    return accuracy(model, _model_inputs(data))
+    return classifier_accuracy(model, _model_inputs(data))

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from torch import nn
 
 from mmcourse.encoders import SmallCNN, TextTransformer
 from mmcourse.fusion import CrossAttentionFusionClassifier, EarlyFusionClassifier, LateFusionClassifier
@@ -58,3 +59,21 @@ def test_bad_inputs():
         LateFusionClassifier(torch.nn.Identity(), _encoders()[1], num_classes=3)
     with pytest.raises(ValueError, match="num_classes must be > 0"):
         EarlyFusionClassifier(*_encoders(), num_classes=0)
+
+
+def test_classifier_accuracy_counts_right_answers_in_any_chunking_and_restores_the_mode():
+    from mmcourse.fusion import classifier_accuracy
+
+    class FirstPixelSays(nn.Module):  # predicts class 1 where the first pixel is bright
+        def forward(self, images, input_ids, attention_mask):
+            bright = images[:, 0, 0, 0] > 0.5
+            return torch.stack([~bright, bright], dim=1).float()
+
+    images = torch.zeros(10, 1, 2, 2)
+    images[:6, 0, 0, 0] = 1.0
+    labels = torch.tensor([1, 1, 1, 1, 0, 0, 0, 0, 0, 0])  # right on 4 + 4 of 10
+    data = {"images": images, "input_ids": torch.zeros(10, 3, dtype=torch.long),
+            "attention_mask": torch.ones(10, 3, dtype=torch.long), "labels": labels, "ignored": torch.zeros(10)}
+    model = FirstPixelSays().train()
+    assert classifier_accuracy(model, data) == classifier_accuracy(model, data, batch_size=3) == 0.8
+    assert model.training
