@@ -45,7 +45,7 @@ from mmcourse.clip import (
 from mmcourse.contrastive import LogitScale, clip_loss, zero_shot_classifier, zero_shot_predict
 from mmcourse.data.vocab import COLORS, SHAPES
 from mmcourse.encoders import ProjectionHead
-from mmcourse.retrieval import recall_both_ways
+from mmcourse.retrieval import caption_recall
 from mmcourse.train import History, evaluating, fit, module_device
 
 __all__ = [
@@ -58,7 +58,6 @@ __all__ = [
     "AlignmentRun",
     "train_alignment",
     "embed_captions",
-    "caption_recall",
     "alignment_metrics",
     "BoundEncoder",
     "bind_modality",
@@ -413,29 +412,6 @@ def embed_captions(
     image_embeddings = encode_images(model, world.images[torch.tensor(indices)]).cpu()
     caption_embeddings = encode_texts(model, tokenizer, distinct, max_len=max_len).cpu()
     return image_embeddings, caption_embeddings, caption_index, distinct
-
-
-def caption_recall(similarity: torch.Tensor, caption_index: torch.Tensor, k: int = 1) -> dict[str, float]:
-    """Recall@k in both directions from a score matrix of images × distinct captions.
-
-    Args:
-        similarity: ``(N, C)`` scores (higher = better match), e.g. cosine similarities or matching logits.
-        caption_index: LongTensor ``(N,)``, the caption of each image.
-        k: the ``k`` of Recall@k.
-    Returns:
-        ``{"i2t_R@k": …, "t2i_R@k": …}``: an image is answered correctly by its caption; a caption by any image it
-        describes (ties are counted pessimistically, see :mod:`mmcourse.retrieval`).
-    """
-    check_tensor(similarity, "similarity", ndim=2, floating=True)
-    check_tensor(caption_index, "caption_index", ndim=1, floating=False)
-    check_positive(k, "k", integer=True)
-    n, c = similarity.shape
-    if caption_index.size(0) != n:
-        raise ValueError(f"caption_index must have shape ({n},), got {tuple(caption_index.shape)}")
-    if n and (int(caption_index.min()) < 0 or int(caption_index.max()) >= c):
-        raise ValueError(f"caption_index must lie in [0, {c}), got values in [{int(caption_index.min())}, "
-                         f"{int(caption_index.max())}]")
-    return recall_both_ways(similarity, caption_index[:, None] == torch.arange(c)[None, :], k)
 
 
 def _cosine_gap(similarity: torch.Tensor, caption_index: torch.Tensor) -> float:

@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcourse._checks import check_choice, check_positive, check_tensor
-from mmcourse.alignment import caption_recall
 from mmcourse.blocks import MultimodalEncoder
 from mmcourse.clip import TinyCLIP, encode_images, encode_texts
 from mmcourse.data.tokenizer import SPECIAL_IDS
 from mmcourse.encoders import ProjectionHead, SmallCNN, TextTransformer
+from mmcourse.retrieval import caption_recall
 from mmcourse.sparsity import SMALL_MODEL, train_on_pairs
 from mmcourse.train import History, fit, module_device
 

@@ -29,6 +29,7 @@ __all__ = [
     "rank_of_positives",
     "recall_at_k",
     "recall_both_ways",
+    "caption_recall",
     "retrieval_metrics",
     "EmbeddingIndex",
 ]
@@ -167,6 +168,29 @@ def recall_both_ways(similarity: torch.Tensor, positives: torch.Tensor, ks: int 
         out[f"i2t_R@{k}"] = float((i2t <= k).float().mean())
         out[f"t2i_R@{k}"] = float((t2i <= k).float().mean())
     return out
+
+
+def caption_recall(similarity: torch.Tensor, caption_index: torch.Tensor, k: int = 1) -> dict[str, float]:
+    """Recall@k in both directions from a score matrix of images × distinct captions.
+
+    Args:
+        similarity: ``(N, C)`` scores (higher = better match), e.g. cosine similarities or matching logits.
+        caption_index: LongTensor ``(N,)``, the caption of each image.
+        k: the ``k`` of Recall@k.
+    Returns:
+        ``{"i2t_R@k": …, "t2i_R@k": …}``: an image is answered correctly by its caption; a caption by any image it
+        describes (ties are counted pessimistically, see the module doc).
+    """
+    check_tensor(similarity, "similarity", ndim=2, floating=True)
+    check_tensor(caption_index, "caption_index", ndim=1, floating=False)
+    check_positive(k, "k", integer=True)
+    n, c = similarity.shape
+    if caption_index.size(0) != n:
+        raise ValueError(f"caption_index must have shape ({n},), got {tuple(caption_index.shape)}")
+    if n and (int(caption_index.min()) < 0 or int(caption_index.max()) >= c):
+        raise ValueError(f"caption_index must lie in [0, {c}), got values in [{int(caption_index.min())}, "
+                         f"{int(caption_index.max())}]")
+    return recall_both_ways(similarity, caption_index[:, None] == torch.arange(c)[None, :], k)
 
 
 def _rank_summary(prefix: str, ranks: torch.Tensor, ks: tuple[int, ...]) -> dict[str, float]:

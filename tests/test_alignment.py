@@ -10,7 +10,6 @@ from mmcourse.alignment import (
     MatchingHead,
     alignment_metrics,
     bind_modality,
-    caption_recall,
     embed_captions,
     explicit_attribute_loss,
     implicit_matching_loss,
@@ -128,18 +127,6 @@ def test_train_alignment_validates(world, tokenizer):
     two = ShapesWorld(20, image_size=16, min_objects=2, max_objects=2, seed=0)
     with pytest.raises(ValueError, match="one-object"):
         train_alignment("explicit", two, Tokenizer.from_world(two), steps=1)
-
-
-def test_caption_recall_counts_ranks_both_ways():
-    similarity = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
-    caption_index = torch.tensor([0, 1, 1])  # image 2 is ranked wrongly
-    out = caption_recall(similarity, caption_index)
-    assert out["i2t_R@1"] == pytest.approx(2 / 3)
-    assert out["t2i_R@1"] == pytest.approx(1.0)  # caption 1's best image (1) is one of its images
-    with pytest.raises(ValueError, match="caption_index"):
-        caption_recall(similarity, torch.tensor([0, 1]))
-    with pytest.raises(ValueError, match=r"\[0, 2\)"):
-        caption_recall(similarity, torch.tensor([0, 1, 2]))
 
 
 def test_alignment_metrics_on_an_untrained_and_a_trained_model(world, tokenizer):

@@ -5,6 +5,7 @@ import torch
 
 from mmcourse.retrieval import (
     EmbeddingIndex,
+    caption_recall,
     cosine_similarity_matrix,
     positives_to_mask,
     rank_of_positives,
@@ -155,3 +156,15 @@ def test_recall_both_ways_is_recall_at_k_in_each_direction():
     assert recall_both_ways(similarity, positives, 50) == {"i2t_R@50": 1.0, "t2i_R@50": 1.0}
     with pytest.raises(ValueError, match="k"):
         recall_both_ways(similarity, positives, 0)
+
+
+def test_caption_recall_counts_ranks_both_ways():
+    similarity = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]])
+    caption_index = torch.tensor([0, 1, 1])  # image 2 is ranked wrongly
+    out = caption_recall(similarity, caption_index)
+    assert out["i2t_R@1"] == pytest.approx(2 / 3)
+    assert out["t2i_R@1"] == pytest.approx(1.0)  # caption 1's best image (1) is one of its images
+    with pytest.raises(ValueError, match="caption_index"):
+        caption_recall(similarity, torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"\[0, 2\)"):
+        caption_recall(similarity, torch.tensor([0, 1, 2]))
