@@ -622,7 +622,6 @@ def train_albef(
 
 
 # ---------------------------------------------------------------------------------------------- evaluation
-@torch.no_grad()
 def embed(model: ALBEF, data: dict[str, torch.Tensor], batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """ITC embeddings of every image and caption in ``data``: ``(N, E)`` and ``(N, E)`` on the model's device
     (from ``data["image_tokens"]`` when present, see :func:`cache_image_tokens`)."""
@@ -642,7 +641,6 @@ def embed(model: ALBEF, data: dict[str, torch.Tensor], batch_size: int = 256) ->
     return torch.cat(images), torch.cat(texts)
 
 
-@torch.no_grad()
 def itm_rerank(
     model: ALBEF,
     data: dict[str, torch.Tensor],
@@ -777,7 +775,6 @@ def freeze_image_encoder(model: ALBEF) -> ALBEF:
     return model
 
 
-@torch.no_grad()
 def cache_image_tokens(model: ALBEF, data: dict[str, torch.Tensor], batch_size: int = 256) -> dict[str, torch.Tensor]:
     """A copy of ``data`` with ``image_tokens (N, num_image_tokens, dim)``: the image tokens of ``data["images"]``
     (eval mode, on the model's device), computed once.
@@ -807,7 +804,6 @@ def relational_split(world, gallery_size: int = 500, seed: int = 0) -> tuple[lis
     return list(split["train"]), list(split["test"][:gallery_size])
 
 
-@torch.no_grad()
 def predict_masked_words(
     model: ALBEF,
     image_tokens: torch.Tensor,
@@ -844,7 +840,6 @@ def predict_masked_words(
 TWIN_SCORES: tuple[str, ...] = ("itc", "itm", "itm+itc")
 
 
-@torch.no_grad()
 def twin_scores(
     model: ALBEF,
     world,

@@ -487,7 +487,6 @@ class BoundEncoder(nn.Module):
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.encode(inputs)
 
-    @torch.no_grad()
     def encode_all(self, inputs: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
         """Embed many inputs in eval mode: ``(N, ...) → (N, D)``."""
         device = module_device(self)

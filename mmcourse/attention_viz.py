@@ -50,7 +50,6 @@ def patch_heatmaps(weights: torch.Tensor, head: int | None = None) -> torch.Tens
     return maps.reshape(maps.size(0), maps.size(1), grid, grid)
 
 
-@torch.no_grad()
 def word_patch_attention(
     model, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
     layer: int = 0, head: int | None = None,

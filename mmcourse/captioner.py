@@ -187,7 +187,6 @@ class Captioner(nn.Module):
         logits = self.decode(inputs, image_tokens)
         return caption_loss(logits, targets, self.pad_id, label_smoothing)
 
-    @torch.no_grad()
     def generate(
         self,
         images: torch.Tensor,

@@ -158,7 +158,6 @@ def build_tiny_clip(
     return TinyCLIP(vision, text, embed_dim, init_temperature)
 
 
-@torch.no_grad()
 def encode_images(model: TinyCLIP, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
     """Embed many images in eval mode, ``batch_size`` at a time: ``(N, 3, H, W) → (N, D)`` on the model's device."""
     check_tensor(images, "images", ndim=4, floating=True)
@@ -169,7 +168,6 @@ def encode_images(model: TinyCLIP, images: torch.Tensor, batch_size: int = 512) 
         )
 
 
-@torch.no_grad()
 def encode_texts(
     model: TinyCLIP, tokenizer, texts: Sequence[str], max_len: int = 16, batch_size: int = 1024
 ) -> torch.Tensor:

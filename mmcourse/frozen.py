@@ -24,7 +24,6 @@ from mmcourse.train import evaluating, module_device
 __all__ = ["frozen_image_tokens", "PrecomputedTokens"]
 
 
-@torch.no_grad()
 def frozen_image_tokens(encoder: nn.Module, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
     """The tokens of a frozen image encoder for every image, computed once.
 

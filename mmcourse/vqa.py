@@ -283,7 +283,6 @@ def train_vqa(
     return history
 
 
-@torch.no_grad()
 def answer_probabilities(
     model: VQAModel, scenes: torch.Tensor | None, data: dict, batch_size: int = 512
 ) -> torch.Tensor:
