@@ -138,8 +138,6 @@ class CrossModalAttention(nn.Module):
         value: torch.Tensor,
         mask: torch.Tensor | None = None,
         need_weights: bool = False,
-        *,
-        return_weights: bool | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Attend from ``query`` (B, Lq, D) to ``key``/``value`` (B, Lk, D).
 
@@ -147,12 +145,9 @@ class CrossModalAttention(nn.Module):
             mask: optional bool or 0/1 tensor, ``1``/``True`` = attend; shape ``(B, Lk)``, ``(B, Lq, Lk)`` or
                 ``(B, H, Lq, Lk)`` (size-1 dims broadcast).
             need_weights: also return the attention weights ``(B, H, Lq, Lk)`` (explicit path).
-            return_weights: alias of ``need_weights``.
         Returns:
             ``out`` (B, Lq, D), or ``(out, weights)`` when weights are requested.
         """
-        if return_weights is not None:
-            need_weights = return_weights
         self._check_inputs(query, key, value)
         batch_size, query_len, _ = query.shape
         key_len = key.size(1)

@@ -173,7 +173,7 @@ def test_query_and_key_lengths_may_differ(attn):
     q, k, v = _inputs(lq=1, lk=11)
     assert attn(q, k, v).shape == (3, 1, DIM)
     q, k, v = _inputs(lq=9, lk=2)
-    out, weights = attn(q, k, v, return_weights=True)
+    out, weights = attn(q, k, v, need_weights=True)
     assert out.shape == (3, 9, DIM) and weights.shape == (3, HEADS, 9, 2)
 
 
