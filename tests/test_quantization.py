@@ -525,3 +525,18 @@ def test_plots_draw_a_sweep_and_a_table(text_model):
         Q.show_quantization_table([{"model": "a", "size_mb": 1.0}])
     with pytest.raises(ValueError, match="rows"):
         Q.show_quantization_table([])
+
+
+def test_int8_conv2d_is_built_from_sizes_like_its_siblings_and_from_float_quantizes():
+    conv = torch.nn.Conv2d(4, 6, 3, stride=2, padding="valid", bias=True)
+    q = Q.Int8Conv2d.from_float(conv)
+    empty = Q.Int8Conv2d(4, 6, 3, stride=2, padding="valid")
+    assert empty.weight_int8.shape == q.weight_int8.shape == (6, 4, 3, 3) and empty.weight_scale.shape == (6,)
+    empty.load_state_dict(q.state_dict())  # same buffers: a saved INT8 conv loads into one built from sizes
+    x = torch.randn(2, 4, 9, 9)
+    torch.testing.assert_close(empty(x), q(x))
+    assert (q(x) - conv(x)).abs().max() < 0.05 * conv(x).abs().max()
+    with pytest.raises(ValueError, match="groups"):
+        Q.Int8Conv2d(4, 6, 3, groups=4)
+    with pytest.raises(ValueError, match="padding_mode"):
+        Q.Int8Conv2d.from_float(torch.nn.Conv2d(4, 6, 3, padding=1, padding_mode="reflect"))

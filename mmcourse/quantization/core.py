@@ -394,27 +394,52 @@ class Int8Conv2d(_Int8WeightModule):
     ``()``, ``bias`` ``(C_out,)`` or absent.
     """
 
-    def __init__(self, conv: nn.Conv2d, bits: int = 8, granularity: str = "per_channel"):
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] | str = 0,
+        dilation: int | tuple[int, int] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        *,
+        bits: int = 8,
+        granularity: str = "per_channel",
+    ):
         super().__init__()
-        _check_float_weight(conv, nn.Conv2d, "conv")
-        if conv.padding_mode != "zeros":
-            raise ValueError(f"conv.padding_mode must be 'zeros', got {conv.padding_mode!r}")
+        for value, name in ((in_channels, "in_channels"), (out_channels, "out_channels"), (groups, "groups")):
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if in_channels % groups or out_channels % groups:
+            raise ValueError(f"in_channels and out_channels must be divisible by groups={groups}, got "
+                             f"{in_channels} and {out_channels}")
         _check_bits(bits)
         check_choice(granularity, "granularity", GRANULARITIES)
-        self.in_channels, self.out_channels = conv.in_channels, conv.out_channels
-        self.kernel_size, self.stride, self.padding = conv.kernel_size, conv.stride, conv.padding
-        self.dilation, self.groups = conv.dilation, conv.groups
+        pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)  # noqa: E731
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride = pair(kernel_size), pair(stride)
+        self.padding = padding if isinstance(padding, str) else pair(padding)  # "same" / "valid" as in nn.Conv2d
+        self.dilation, self.groups = pair(dilation), groups
         self.bits, self.granularity = bits, granularity
-        q, scale = quantize_symmetric(conv.weight.detach(), bits, granularity, axis=0)
-        self.register_buffer("weight_int8", q)
-        self.register_buffer("weight_scale", scale.to(q.device))
-        bias = None if conv.bias is None else conv.bias.detach().float().clone()
-        self.register_buffer("bias", bias)
+        shape = (out_channels, in_channels // groups, *self.kernel_size)
+        self.register_buffer("weight_int8", torch.zeros(shape, dtype=torch.int8))
+        self.register_buffer("weight_scale", torch.ones((out_channels,) if granularity == "per_channel" else ()))
+        self.register_buffer("bias", torch.zeros(out_channels) if bias else None)
 
     @classmethod
     def from_float(cls, conv: nn.Conv2d, bits: int = 8, granularity: str = "per_channel") -> Int8Conv2d:
         """Quantize a float ``nn.Conv2d`` (left unchanged) into a new :class:`Int8Conv2d`."""
-        return cls(conv, bits, granularity)
+        _check_float_weight(conv, nn.Conv2d, "conv")
+        if conv.padding_mode != "zeros":
+            raise ValueError(f"conv.padding_mode must be 'zeros', got {conv.padding_mode!r}")
+        module = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding, conv.dilation,
+                     conv.groups, conv.bias is not None, bits=bits, granularity=granularity)
+        module._store_weight(conv.weight)
+        if conv.bias is not None:
+            module.bias = conv.bias.detach().float().clone()
+        return module.to(conv.weight.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tensor(x, "x", ndim=(3, 4), floating=True)
