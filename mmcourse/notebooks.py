@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import copy
 import json
 import os
 import re
@@ -357,13 +358,15 @@ def sanitize(text: str, patterns: Iterable[tuple[str, str]]) -> str:
 
 
 def comparable_outputs(nb, patterns) -> list[list[str]]:
-    """Per code cell, the sanitized outputs nbval would compare."""
+    """Per code cell, the sanitized outputs nbval would compare (streams merged by nbval's own rule)."""
+    from nbval.plugin import coalesce_streams
+
     cells = []
     for cell in nb.cells:
         if cell.cell_type != "code" or cell.source.startswith(SETUP_MARKER):
             continue
         outs = []
-        for out in _coalesce_streams(cell.get("outputs", [])):
+        for out in coalesce_streams(copy.deepcopy(cell.get("outputs", []))):  # merged in place: work on a copy
             if out.output_type == "stream":
                 outs.append(f"{out.name}: " + sanitize(out.text, patterns))
             elif out.output_type in ("display_data", "execute_result"):
@@ -376,18 +379,6 @@ def comparable_outputs(nb, patterns) -> list[list[str]]:
                 outs.append(f"error: {out.ename}: {out.evalue}")
         cells.append(outs)
     return cells
-
-
-def _coalesce_streams(outputs: list) -> list:
-    """Consecutive outputs of the same stream merged into one, as nbval compares them (a print may arrive split)."""
-    merged = []
-    for out in outputs:
-        if out.output_type == "stream" and merged and merged[-1].output_type == "stream" \
-                and merged[-1].name == out.name:
-            merged[-1] = type(out)({**merged[-1], "text": merged[-1].text + out.text})
-        else:
-            merged.append(out)
-    return merged
 
 
 def output_differences(stored, fresh, patterns) -> list[str]:
