@@ -300,14 +300,18 @@ def platform_fingerprint() -> dict[str, str]:
     }
 
 
-def reference_platform(allow_gpu: bool = False, imitate: dict[str, str] | None = None) -> dict[str, str]:
-    """:func:`platform_fingerprint` as a notebook kernel of :func:`execute_notebook` sees it (a fresh interpreter)."""
+def platform_in(env: dict[str, str]) -> dict[str, str]:
+    """:func:`platform_fingerprint` of a fresh interpreter started with the environment ``env``."""
     import subprocess
 
     code = "import json; from mmcourse.notebooks import platform_fingerprint; print(json.dumps(platform_fingerprint()))"
-    done = subprocess.run([sys.executable, "-c", code], env=reference_env(allow_gpu, imitate), capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def reference_platform(allow_gpu: bool = False, imitate: dict[str, str] | None = None) -> dict[str, str]:
+    """:func:`platform_fingerprint` as a notebook kernel of :func:`execute_notebook` sees it."""
+    return platform_in(reference_env(allow_gpu, imitate))
 
 
 def stored_platform(nb) -> dict[str, str] | None:

@@ -6,7 +6,6 @@ holds or a cell that raises fails both, and chapter 1 passes under another CPU's
 """
 
 import copy
-import json
 import os
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from mmcourse.notebooks import (
     PLATFORM_KEY,
     REPO_ROOT,
     check_mode,
+    platform_in,
     sanitize,
     stored_platform,
 )
@@ -93,15 +93,9 @@ def test_a_forced_mode_wins_and_a_wrong_one_is_refused():
         check_mode(PLATFORM, PLATFORM, "strict")
 
 
-def _fingerprint(env) -> dict:
-    code = "import json; from mmcourse.notebooks import platform_fingerprint; print(json.dumps(platform_fingerprint()))"
-    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
-    return json.loads(done.stdout.splitlines()[-1])
-
-
 def test_the_fingerprint_sees_the_cpu_kernels_and_the_pins():
-    here = _fingerprint(dict(os.environ))
-    older = _fingerprint(dict(os.environ) | {"ATEN_CPU_CAPABILITY": "default"})
+    here = platform_in(dict(os.environ))
+    older = platform_in(dict(os.environ) | {"ATEN_CPU_CAPABILITY": "default"})
     assert older["cpu_kernels"] == "DEFAULT" and "ATEN_CPU_CAPABILITY=default" in older["cpu_pins"]
     assert {k: v for k, v in older.items() if k not in ("cpu_kernels", "cpu_pins")} == \
         {k: v for k, v in here.items() if k not in ("cpu_kernels", "cpu_pins")}
