@@ -2,7 +2,7 @@
 
 The reference environment every test runs in, and how the chapter notebooks under ``notebooks/`` are checked
 (exactly on the platform their outputs were made on, by their claim lines elsewhere), come from the pytest plugin
-``mmcourse.nbcheck`` (loaded by pyproject's ``-p mmcourse.nbcheck``). Outputs are compared through
+``mmcourse.dev.nbcheck`` (loaded by pyproject's ``-p mmcourse.dev.nbcheck``). Outputs are compared through
 ``tests/sanitize.cfg``, including ``stderr``: a warning that appears in a notebook is a defect to fix (or silence
 deliberately in the notebook), not noise to skip. Only PNG images and widget views are not compared (nbval's own
 choice; figures are stored as PNG).

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmcourse.attention import CrossModalAttention
-from mmcourse.timing import measure
+from mmcourse.dev.timing import measure
+from mmcourse.nn.attention import CrossModalAttention
 
 
 class SDPAReference(nn.Module):
@@ -131,7 +131,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict:
         "columns": list(rows[0]),
         "rows": rows,
         "notes": (
-            "Median over interleaved rounds of medians (mmcourse.timing.measure). Targets: fast path <= 1.1x the "
+            "Median over interleaved rounds of medians (mmcourse.dev.timing.measure). Targets: fast path <= 1.1x the "
             "SDPA reference and faster than nn.MultiheadAttention. Shared CPUs make single numbers noisy; compare "
             "ratios within one run."
         ),

@@ -1,7 +1,7 @@
 """How much training ALBEF's image tower needs before it *sees* colours and shapes — the shape plateau behind
 ``bench_pretraining``'s compositionality timing.
 
-The image tower of :class:`mmcourse.albef.ALBEF` (SmallCNN, optional coordinate channels, a learned position
+The image tower of :class:`mmcourse.models.albef.ALBEF` (SmallCNN, optional coordinate channels, a learned position
 embedding and a context transformer layer) and a linear read-out of its flattened tokens — the way ALBEF's ITC
 embedding reads them — are trained together to say which colours and which shapes a two-object scene holds
 (multi-label, binary cross-entropy). That is the most direct signal the tower can get; contrastive training only
@@ -20,8 +20,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from mmcourse.albef import ALBEF
 from mmcourse.data import COLORS, SHAPES, ShapesWorld
+from mmcourse.models.albef import ALBEF
 
 COLUMNS = [
     "tower",

@@ -1,6 +1,6 @@
 """Course runtime: how long every chapter notebook and every exercise master takes to execute, top to bottom.
 
-Each notebook runs once, in a fresh kernel of this interpreter, exactly as ``python -m mmcourse.notebooks execute``
+Each notebook runs once, in a fresh kernel of this interpreter, exactly as ``python -m mmcourse.dev.notebooks execute``
 runs it (the reference environment: one thread, offline; GPUs visible only with ``device="cuda"``), on a copy, so
 the stored notebooks are never touched. Wall time includes the kernel start (about 3.5 s here) and the imports.
 Targets: each chapter ≤ 90 s and the 8 chapters ≤ 8 min on the 2-core course CPU; the whole course ≤ 3 min on one
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 
-from mmcourse.notebooks import execute_notebook
+from mmcourse.dev.notebooks import execute_notebook
 
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ROOT / "notebooks"

@@ -12,7 +12,7 @@ import time
 import torch
 
 from mmcourse.data import ShapesWorld
-from mmcourse.timing import measure
+from mmcourse.dev.timing import measure
 
 COLUMNS = [
     "kind",

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import nbformat
 
+from mmcourse.dev.timing import measure
 from mmcourse.grading.grader import GradingOptions, default_hidden_dir, grade_directory
 from mmcourse.grading.layout import MASTERS_DIR, STUDENT_DIR, course_root
-from mmcourse.timing import measure
 
 WRONG_DROPOUT = (
     "def modality_dropout(image_features, text_features, p, generator=None):\n"

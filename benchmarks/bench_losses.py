@@ -1,6 +1,6 @@
 """Contrastive losses: agreement with the references and fwd+bwd time (article §4.1, chapter 4).
 
-For batch sizes N and widths D: ``mmcourse.contrastive.contrastive_loss`` vs the article's function vs
+For batch sizes N and widths D: ``mmcourse.objectives.contrastive.contrastive_loss`` vs the article's function vs
 Hugging Face CLIP's loss on the same logits, and ``siglip_loss`` vs the formula of ``SiglipModel``.
 """
 
@@ -11,8 +11,8 @@ import statistics
 import torch
 import torch.nn.functional as F
 
-from mmcourse.contrastive import contrastive_loss, siglip_loss
-from mmcourse.timing import measure
+from mmcourse.dev.timing import measure
+from mmcourse.objectives.contrastive import contrastive_loss, siglip_loss
 
 
 def _article_loss(image_features, text_features, temperature=0.07):

@@ -1,6 +1,6 @@
 """Model selection (article §8.1): parameters, fp32/INT8 size and CPU latency of real multimodal architectures.
 
-Every model is built offline from its Hugging Face config with random weights (:mod:`mmcourse.model_zoo`);
+Every model is built offline from its Hugging Face config with random weights (:mod:`mmcourse.labs.ch08_model_zoo`);
 latency is one forward pass (image + text) at batch 1 and 8, float32 and INT8
 (:func:`mmcourse.quantization.quantize_dynamic_with_embeddings`). The large tier (LLaVA-1.5-7B) is counted on
 the meta device, its sizes estimated from parameter shapes. ``quick=True`` only counts parameters (meta device,
@@ -15,7 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
-from mmcourse import model_zoo as Z
+from mmcourse.labs import ch08_model_zoo as Z
 
 COLUMNS = ["model", "tier", "family", "params_m", "fp32_mb", "int8_mb", "size_source", "fp32_b1_ms", "int8_b1_ms",
            "fp32_b8_ms", "int8_b8_ms"]

@@ -8,9 +8,9 @@
 2. Captioning (ITG): colour+shape words of generated captions match held-out scenes >= 90 % — ITG alone versus
    ITC + ITG on a shared image encoder (BLIP-style), greedy and beam search.
 
-Both come from library functions the chapters call (:func:`mmcourse.albef.compositionality_experiment`,
-:func:`mmcourse.albef.captioning_experiment`) with a fixed number of steps. ``train_s`` is measured wall-clock
-training time and depends on the machine and its load; the models and their scores do not.
+Both come from library functions the chapters call (:func:`mmcourse.labs.ch05_pretraining.compositionality_experiment`,
+:func:`mmcourse.labs.ch05_pretraining.captioning_experiment`) with a fixed number of steps. ``train_s`` is measured
+wall-clock training time and depends on the machine and its load; the models and their scores do not.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import time
 
 import torch
 
-from mmcourse.albef import captioning_experiment, compositionality_experiment
-from mmcourse.timing import measure
+from mmcourse.dev.timing import measure
+from mmcourse.labs.ch05_pretraining import captioning_experiment, compositionality_experiment
 
 COLUMNS = [
     "experiment",

@@ -9,7 +9,7 @@ ViT-B/32 is built from ``CLIPConfig()`` (the article's architecture, random weig
 on the values; cosine to float32 measures numerical fidelity). TinyCLIP is trained on ShapesWorld for a fixed
 number of steps, then every path is scored on held-out scenes. ``quick=True`` runs the same measurements on an
 untrained TinyCLIP only, in a few seconds. Latencies are best-of-rounds medians of interleaved measurements
-(:func:`mmcourse.quantization.compare_latency`); on a shared machine they still vary by ±20 %.
+(:func:`mmcourse.labs.ch08_quantization.compare_latency`); on a shared machine they still vary by ±20 %.
 
 With torchao installed (``pip install torchao``) the CPU table also has torchao's INT8
 weight-only path, and the notes time torchao's INT8 dynamic path once (it has no fast int8 kernel on CPUs without
@@ -29,6 +29,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 
 from mmcourse import quantization as Q
+from mmcourse.labs import ch08_quantization as measure
 
 PATHS = {
     "fp32": None,
@@ -58,7 +59,7 @@ def _speed_and_fidelity(label: str, models: dict, image_batches: dict, text_inpu
         for b, images in image_batches.items():
             fns[(name, f"image_b{b}")] = lambda e=encoder, x=images: e.encode_image(x, normalize=False)
         fns[(name, "text_b1")] = lambda e=encoder: e.encode_text(ids, mask, normalize=False)
-    timings = Q.compare_latency(fns, warmup=1, repeats=repeats, rounds=rounds)
+    timings = measure.compare_latency(fns, warmup=1, repeats=repeats, rounds=rounds)
     sizes = {name: Q.model_size_bytes(m) for name, m in models.items()}
     reference = models["fp32"]
     probe = next(iter(image_batches.values()))
@@ -69,7 +70,7 @@ def _speed_and_fidelity(label: str, models: dict, image_batches: dict, text_inpu
         for key in [k for (n, k) in fns if n == name]:
             t, t_ref = timings[(name, key)].median, timings[("fp32", key)].median
             row[f"{key}_ms"], row[f"{key}_x"] = round(t * 1e3, 2), round(t_ref / t, 2)
-        cos = Q.compare_features(reference, model, images=probe, input_ids=ids, attention_mask=mask)
+        cos = measure.compare_features(reference, model, images=probe, input_ids=ids, attention_mask=mask)
         row["image_cos"], row["text_cos"] = round(cos["image_cosine"], 5), round(cos["text_cosine"], 5)
         rows.append(row)
     return rows
@@ -93,8 +94,15 @@ def _clip_vit_b32_rows(model: torch.nn.Module, repeats: int, rounds: int) -> lis
 
 
 def _tinyclip_rows(quick: bool) -> tuple[list[dict], str]:
-    from mmcourse.clip import build_tiny_clip, caption_retrieval, train_tiny_clip, zero_shot_color_shape_accuracy
     from mmcourse.data import ShapesWorld, Tokenizer
+    from mmcourse.labs.common import (
+        caption_retrieval,
+        scene_text_pairs,
+        train_tiny_clip,
+        zero_shot_color_shape_accuracy,
+    )
+    from mmcourse.models.clip import build_tiny_clip
+    from mmcourse.train import seeded
 
     train_world = ShapesWorld(200 if quick else 3000, image_size=32, max_objects=2, seed=0)
     test_world = ShapesWorld(100 if quick else 1000, image_size=32, max_objects=2, seed=1)
@@ -104,7 +112,9 @@ def _tinyclip_rows(quick: bool) -> tuple[list[dict], str]:
         torch.manual_seed(0)
         model = build_tiny_clip(tok.vocab_size).eval()
     else:
-        model, _ = train_tiny_clip(train_world, tok, steps=300, seed=0)
+        with seeded(0):
+            model = build_tiny_clip(tok.vocab_size, image_size=32, max_len=16)
+        train_tiny_clip(model, scene_text_pairs(train_world, tok), steps=300, seed=0)
     train_s = time.perf_counter() - start
     models = {name: (model if fn is None else fn(model)) for name, fn in PATHS.items()}
     images = {1: test_world.images[:1], 8: test_world.images[:8]}
@@ -161,7 +171,7 @@ def _int8_gemm_ceiling(repeats: int, rounds: int) -> tuple[list[dict], str]:
                 static.scale, static.zero_point = 0.05, 64
                 fns[f"{engine} INT8 dynamic"] = functools.partial(use, engine, dynamic, x)
                 fns[f"{engine} INT8 static"] = functools.partial(use, engine, static, x_q)
-            timings = Q.compare_latency(fns, warmup=2, repeats=repeats, rounds=rounds)
+            timings = measure.compare_latency(fns, warmup=2, repeats=repeats, rounds=rounds)
         finally:
             torch.backends.quantized.engine = previous
     reference = timings["float32 F.linear"].median
@@ -218,7 +228,8 @@ def accelerator_table(quick: bool = False, device: str = "cuda") -> dict:
     """What runs on a GPU: float32, float16 and torchao's INT8 paths on the ViT-B/32 image tower (a tiny HF CLIP
     with ``quick``), batch 1, 8 and 64 (1 and 8 with ``quick``). Paths that cannot run here (no torchao, a kernel
     missing on this device) get a row with the reason instead of numbers."""
-    from mmcourse.hf import as_clip_encoder, build_tiny_hf_clip
+    from mmcourse.dev.stand_in import build_tiny_hf_clip
+    from mmcourse.hf import as_clip_encoder
 
     torch.manual_seed(0)
     if quick:
@@ -247,7 +258,7 @@ def accelerator_table(quick: bool = False, device: str = "cuda") -> dict:
         for b, x in images.items():
             cast = x.to(dtype)
             fns[(name, b)] = lambda e=encoder, x=cast: e.encode_image(x, normalize=False)
-    timings = Q.compare_latency(fns, warmup=2 if not quick else 1, repeats=3 if quick else 20,
+    timings = measure.compare_latency(fns, warmup=2 if not quick else 1, repeats=3 if quick else 20,
                                 rounds=1 if quick else 3)
     with torch.inference_mode():
         reference = models["fp32"][1].encode_image(images[8], normalize=False)
@@ -261,7 +272,7 @@ def accelerator_table(quick: bool = False, device: str = "cuda") -> dict:
             row[f"image_b{b}_ms"], row[f"image_b{b}_x"] = round(t * 1e3, 3), round(t_ref / t, 2)
         with torch.inference_mode():
             out = encoder.encode_image(images[8].to(dtype), normalize=False)
-        row["image_cos"] = round(Q.feature_cosine(reference, out)["mean"], 5)
+        row["image_cos"] = round(measure.feature_cosine(reference, out)["mean"], 5)
         rows.append(row)
     for name, reason in skipped.items():
         rows.append({"model": label, "path": name, "size_mb": f"not run: {reason}"})
@@ -285,7 +296,7 @@ def _torchao_dynamic_cpu_note(model: torch.nn.Module) -> str:
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
     encoders = {"fp32": as_clip_encoder(model), "torchao": as_clip_encoder(Q.quantize_torchao(model))}
     calls = {name: (lambda e=e: e.encode_image(x, normalize=False)) for name, e in encoders.items()}
-    timings = Q.compare_latency(calls, warmup=1, repeats=3, rounds=1)
+    timings = measure.compare_latency(calls, warmup=1, repeats=3, rounds=1)
     ratio = timings["torchao"].median / timings["fp32"].median
     return (f" torchao INT8 dynamic (int8 activations too) on the ViT-B/32 image tower at batch 1: "
             f"{timings['torchao'].median * 1e3:.0f} ms vs {timings['fp32'].median * 1e3:.0f} ms float32 "

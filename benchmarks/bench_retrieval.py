@@ -13,8 +13,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from mmcourse.dev.timing import measure
 from mmcourse.retrieval import EmbeddingIndex
-from mmcourse.timing import measure
 
 
 def _peak_extra_rss_mb(fn) -> float:

@@ -1,7 +1,7 @@
 """mmcourse: a hands-on course on multimodal AI (vision + language).
 
 ``import mmcourse`` is light: it imports nothing heavy until a function needs it. Heavier pieces (transformers in
-:mod:`mmcourse.hf`, matplotlib in :mod:`mmcourse.viz`, ipywidgets in :mod:`mmcourse.widgets`) are imported by
+:mod:`mmcourse.hf`, matplotlib in :mod:`mmcourse.viz`, ipywidgets in :mod:`mmcourse.viz.widgets`) are imported by
 the modules that need them.
 """
 

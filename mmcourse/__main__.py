@@ -16,7 +16,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES = ("mmcourse.grading.cli", "mmcourse.notebooks")
+COMMAND_MODULES = ("mmcourse.grading.cli", "mmcourse.dev.notebooks")
 
 
 def build_parser() -> argparse.ArgumentParser:

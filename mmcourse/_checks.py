@@ -42,6 +42,28 @@ def check_same_size(a: torch.Tensor, b: torch.Tensor, name_a: str, name_b: str, 
         )
 
 
+def check_shape(x: torch.Tensor, name: str, shape: Sequence[int | None], what: str = "") -> None:
+    """Raise unless ``x.shape`` is ``shape`` (``None`` = any size there); ``what`` names the dims, e.g. "(B, L)"."""
+    if len(x.shape) != len(shape) or any(want is not None and got != want for got, want in zip(x.shape, shape)):
+        want = tuple("?" if d is None else d for d in shape)
+        raise ValueError(f"{name} must have shape {what + ' = ' if what else ''}{want}, got {tuple(x.shape)}")
+
+
+def check_token_ids(x, name: str, vocab_size: int | None = None) -> torch.Tensor:
+    """Raise unless ``x`` is a non-empty integer tensor of token ids (not bool), each in ``[0, vocab_size)`` when
+    ``vocab_size`` is given (values are read only where :func:`has_values`)."""
+    check_tensor(x, name, floating=False)
+    if x.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor of token ids, got dtype torch.bool")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(x.shape)}")
+    if vocab_size is not None and has_values(x) and (int(x.min()) < 0 or int(x.max()) >= vocab_size):
+        raise ValueError(
+            f"{name} must lie in [0, vocab_size={vocab_size}), got values in [{int(x.min())}, {int(x.max())}]"
+        )
+    return x
+
+
 def check_positive(value, name: str, *, integer: bool = False) -> None:
     """Raise unless ``value`` is a positive (finite) number, an int when ``integer``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):

@@ -1,4 +1,4 @@
-"""Hugging Face interop: real CLIP models offline, a tiny HF CLIP for ShapesWorld, one interface for both.
+"""Hugging Face interop: real CLIP models offline, and one interface for TinyCLIP and HF CLIP.
 
 Serves article §8 (chapter 8) and every chapter that wants to show "the same thing with a real library model".
 
@@ -7,25 +7,22 @@ Serves article §8 (chapter 8) and every chapter that wants to show "the same th
   weights, announced by one line. Unknown names that cannot be loaded raise a clear error.
 * :func:`load_clip_tokenizer` — the pretrained tokenizer, refusing the 2-token tokenizer that
   ``CLIPTokenizer.from_pretrained`` silently returns offline in transformers 5.
-* :func:`tiny_clip_config`, :func:`build_tiny_hf_clip`, :class:`ShapesCLIPProcessor` — an HF ``CLIPModel`` sized
-  for ShapesWorld (vocabulary from :class:`mmcourse.data.Tokenizer`), with tensor/PIL preprocessing (no
-  torchvision). CLIP pools the text at the first ``eos_token_id``, so the config takes the tokenizer's ``[EOS]``
-  id, which the tokenizer always appends.
 * :func:`pretrained_in_cache`, :func:`pretrained_available` — can the pretrained checkpoint be had here (Hub or
   local cache)? Lets a notebook run an optional pretrained section only where it can, and skip it otherwise.
 * :func:`load_clip_processor` — the pretrained ``CLIPProcessor`` (pinned revision); :func:`to_pil_images` turns
   image tensors into the PIL images such processors expect; :class:`TokenizerAdapter` gives a Hugging Face
   tokenizer the course's ``encode(texts, max_len)`` interface (for
-  :func:`mmcourse.contrastive.zero_shot_classifier`).
+  :func:`mmcourse.retrieval.zero_shot_classifier`).
 * :func:`as_clip_encoder`, :func:`image_embeddings`, :func:`text_embeddings` — TinyCLIP and HF ``CLIPModel``
   behind one ``encode_image`` / ``encode_text`` interface, so :mod:`mmcourse.retrieval` and
-  :func:`mmcourse.contrastive.zero_shot_classifier` work with either. transformers 5 returns an output object
+  :func:`mmcourse.retrieval.zero_shot_classifier` work with either. transformers 5 returns an output object
   from ``get_image_features`` / ``get_text_features`` (the projected embedding is ``.pooler_output``); 4.x
   returns the tensor itself; both are handled.
 
-transformers is imported inside the functions that need it, so ``import mmcourse.hf`` stays light and the
-adapters work on TinyCLIP without it. Tests and notebooks run offline: set ``HF_HUB_OFFLINE=1`` before
-transformers is first imported (it reads the variable once, at import).
+transformers is imported inside the functions that need it, so ``import mmcourse.hf`` stays light and the adapters
+work on TinyCLIP without it. An HF ``CLIPModel`` sized for ShapesWorld and the offline stand-in for the pretrained
+checkpoint are maintainer tools: :mod:`mmcourse.dev.stand_in`. Tests and notebooks run offline: set
+``HF_HUB_OFFLINE=1`` before transformers is first imported (it reads the variable once, at import).
 """
 
 from __future__ import annotations
@@ -33,7 +30,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-from collections.abc import Sequence
 from urllib.parse import urlparse
 
 import torch
@@ -41,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmcourse._checks import check_positive, check_tensor
-from mmcourse.train import module_device
+from mmcourse.train import module_device, seeded
 
 __all__ = [
     "CLIP_VIT_B32",
@@ -59,9 +55,6 @@ __all__ = [
     "TokenizerAdapter",
     "load_clip_tokenizer",
     "check_tokenizer",
-    "tiny_clip_config",
-    "build_tiny_hf_clip",
-    "ShapesCLIPProcessor",
     "features_from_output",
     "HFCLIPEncoder",
     "as_clip_encoder",
@@ -191,11 +184,11 @@ def load_clip(
         )
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
-    torch.manual_seed(seed)
-    model = transformers.CLIPModel(clip_config(name)).float().eval()
-    if verbose and pretrained:
-        print(f"{name}: pretrained weights unavailable ({reason}); using its architecture with random weights.")
-    return model
+    with seeded(seed):
+        model = transformers.CLIPModel(clip_config(name)).float().eval()
+        if verbose and pretrained:
+            print(f"{name}: pretrained weights unavailable ({reason}); using its architecture with random weights.")
+        return model
 
 
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -321,8 +314,8 @@ class TokenizerAdapter:
     """A Hugging Face tokenizer behind the course tokenizer's interface.
 
     ``encode(texts, max_len) → (input_ids (B, max_len), attention_mask (B, max_len))`` (padded / truncated to
-    ``max_len``), as :func:`mmcourse.contrastive.zero_shot_classifier` and
-    :func:`mmcourse.quantization.evaluate_zero_shot` expect. ``len(adapter)`` is the vocabulary size.
+    ``max_len``), as :func:`mmcourse.retrieval.zero_shot_classifier` and
+    :func:`mmcourse.labs.ch08_quantization.evaluate_zero_shot` expect. ``len(adapter)`` is the vocabulary size.
     """
 
     def __init__(self, tokenizer):
@@ -346,138 +339,6 @@ class TokenizerAdapter:
         out = self.tokenizer(list(texts), padding="max_length", truncation=True, max_length=max_len,
                              return_tensors="pt")
         return out["input_ids"], out["attention_mask"]
-
-
-# ----------------------------------------------------------------------------- a tiny HF CLIP for ShapesWorld
-
-
-def tiny_clip_config(
-    tokenizer,
-    *,
-    image_size: int = 32,
-    patch_size: int = 8,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 2,
-    intermediate_size: int | None = None,
-    projection_dim: int = 64,
-    max_len: int = 16,
-):
-    """A small ``CLIPConfig`` whose text side matches a :class:`mmcourse.data.Tokenizer`.
-
-    ``vocab_size`` = the tokenizer's, ``eos_token_id`` = its ``[EOS]`` (CLIP pools the text there),
-    ``pad/bos`` likewise, ``max_position_embeddings = max_len``. Both towers get ``num_layers`` layers of width
-    ``hidden_size`` (``intermediate_size`` default ``4 * hidden_size``); images are ``image_size`` px in
-    ``patch_size`` patches.
-    """
-    for value, pname in ((image_size, "image_size"), (patch_size, "patch_size"), (hidden_size, "hidden_size"),
-                         (num_layers, "num_layers"), (num_heads, "num_heads"), (projection_dim, "projection_dim"),
-                         (max_len, "max_len")):
-        check_positive(value, pname, integer=True)
-    if image_size % patch_size:
-        raise ValueError(f"image_size ({image_size}) must be a multiple of patch_size ({patch_size})")
-    if hidden_size % num_heads:
-        raise ValueError(f"hidden_size ({hidden_size}) must be divisible by num_heads ({num_heads})")
-    vocab = getattr(tokenizer, "vocab", None)
-    if vocab is None or not hasattr(tokenizer, "eos_id"):
-        raise TypeError(f"tokenizer must be an mmcourse.data.Tokenizer (vocab, eos_id), got {type(tokenizer).__name__}")
-    check_tokenizer(tokenizer)
-    intermediate_size = 4 * hidden_size if intermediate_size is None else intermediate_size
-    check_positive(intermediate_size, "intermediate_size", integer=True)
-    common = {"hidden_size": hidden_size, "intermediate_size": intermediate_size, "num_hidden_layers": num_layers,
-              "num_attention_heads": num_heads}
-    text = {**common, "vocab_size": len(vocab), "max_position_embeddings": max_len,
-            "eos_token_id": tokenizer.eos_id, "bos_token_id": tokenizer.bos_id, "pad_token_id": tokenizer.pad_id}
-    vision = {**common, "image_size": image_size, "patch_size": patch_size, "num_channels": 3}
-    return _transformers().CLIPConfig(text_config=text, vision_config=vision, projection_dim=projection_dim)
-
-
-def build_tiny_hf_clip(tokenizer, *, seed: int = 0, **config_kwargs):
-    """A randomly initialised ``transformers.CLIPModel`` from :func:`tiny_clip_config` (``seed`` fixes it).
-
-    Train it like TinyCLIP (its ``forward(input_ids, pixel_values, attention_mask, return_loss=True)`` returns
-    CLIP's loss) or quantize it with :mod:`mmcourse.quantization`; returned in eval mode.
-    """
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
-    config = tiny_clip_config(tokenizer, **config_kwargs)
-    torch.manual_seed(seed)
-    return _transformers().CLIPModel(config).eval()
-
-
-class ShapesCLIPProcessor:
-    """The HF ``CLIPProcessor`` role for ShapesWorld: text with the course tokenizer, images as tensors.
-
-    ``processor(text=[...], images=...)`` returns ``{"input_ids", "attention_mask", "pixel_values"}`` (only the
-    keys asked for), ready for ``CLIPModel(**inputs)``. Images: a float tensor ``(B, 3, H, W)`` in ``[0, 1]``,
-    a uint8 tensor in ``[0, 255]``, or PIL images; they are resized (bilinear, antialiased) to ``image_size`` and
-    normalised with ``image_mean`` / ``image_std``. No torchvision involved.
-    """
-
-    def __init__(
-        self,
-        tokenizer,
-        image_size: int = 32,
-        max_len: int = 16,
-        image_mean: Sequence[float] = (0.5, 0.5, 0.5),
-        image_std: Sequence[float] = (0.5, 0.5, 0.5),
-    ):
-        if not hasattr(tokenizer, "encode"):
-            raise TypeError(f"tokenizer must have encode(texts, max_len), got {type(tokenizer).__name__}")
-        check_positive(image_size, "image_size", integer=True)
-        check_positive(max_len, "max_len", integer=True)
-        if len(image_mean) != 3 or len(image_std) != 3 or any(s <= 0 for s in image_std):
-            raise ValueError(f"image_mean and image_std must hold 3 numbers (std > 0), got {image_mean}, {image_std}")
-        self.tokenizer, self.image_size, self.max_len = check_tokenizer(tokenizer), image_size, max_len
-        self.image_mean = torch.tensor(image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        self.image_std = torch.tensor(image_std, dtype=torch.float32).view(1, 3, 1, 1)
-
-    def __repr__(self) -> str:
-        return f"ShapesCLIPProcessor(image_size={self.image_size}, max_len={self.max_len}, vocab={len(self.tokenizer)})"
-
-    def preprocess_images(self, images) -> torch.Tensor:
-        """Images → ``pixel_values`` ``(B, 3, image_size, image_size)`` float32, normalised."""
-        pixels = _images_to_tensor(images)
-        if pixels.shape[-2:] != (self.image_size, self.image_size):
-            pixels = F.interpolate(pixels, size=(self.image_size, self.image_size), mode="bilinear",
-                                   align_corners=False, antialias=True)
-        return (pixels - self.image_mean) / self.image_std
-
-    def __call__(self, text=None, images=None, return_tensors: str = "pt", **_) -> dict[str, torch.Tensor]:
-        if text is None and images is None:
-            raise ValueError("give text, images or both")
-        if return_tensors != "pt":
-            raise ValueError(f"return_tensors must be 'pt', got {return_tensors!r}")
-        out: dict[str, torch.Tensor] = {}
-        if text is not None:
-            out["input_ids"], out["attention_mask"] = self.tokenizer.encode(text, max_len=self.max_len)
-        if images is not None:
-            out["pixel_values"] = self.preprocess_images(images)
-        return out
-
-
-def _images_to_tensor(images) -> torch.Tensor:
-    """Float ``(B, 3, H, W)`` in ``[0, 1]`` from a float/uint8 tensor (3-D or 4-D) or PIL image(s)."""
-    if isinstance(images, torch.Tensor):
-        if images.dim() == 3:
-            images = images.unsqueeze(0)
-        check_tensor(images, "images", ndim=4)
-        if images.shape[1] != 3:
-            raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
-        if images.dtype == torch.uint8:
-            return images.float() / 255
-        if not images.is_floating_point():
-            raise TypeError(f"images must be float in [0, 1] or uint8, got {images.dtype}")
-        return images.float()
-    pil_images = images if isinstance(images, (list, tuple)) else [images]
-    if not pil_images or not all(hasattr(im, "convert") and hasattr(im, "size") for im in pil_images):
-        raise TypeError(f"images must be a tensor or PIL image(s), got {type(images).__name__}")
-    import numpy as np
-
-    arrays = [np.asarray(im.convert("RGB"), dtype=np.float32) / 255 for im in pil_images]
-    if len({a.shape for a in arrays}) != 1:
-        raise ValueError(f"PIL images must share one size, got {sorted({a.shape[:2] for a in arrays})}")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 
 # ------------------------------------------------------------------------ one interface for TinyCLIP and HF

@@ -16,22 +16,20 @@ the same score therefore gets the worst rank, never a perfect one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from mmcourse._checks import check_positive, check_tensor
+from mmcourse._checks import check_positive, check_same_size, check_tensor
+from mmcourse.models.clip import TinyCLIP
+from mmcourse.train import evaluating, module_device
 
 __all__ = [
-    "cosine_similarity_matrix",
-    "positives_to_mask",
-    "rank_of_positives",
-    "recall_at_k",
-    "recall_both_ways",
-    "caption_recall",
-    "retrieval_metrics",
-    "EmbeddingIndex",
+    "cosine_similarity_matrix", "positives_to_mask", "rank_of_positives", "recall_at_k", "recall_both_ways",
+    "caption_recall", "retrieval_metrics", "EmbeddingIndex", "zero_shot_classifier", "zero_shot_predict",
+    "zero_shot_accuracy", "encode_images", "encode_texts",
 ]
 
 
@@ -347,3 +345,113 @@ class EmbeddingIndex:
                 best_scores, pos = merged_scores.topk(min(k, merged_scores.size(1)), dim=1)
                 best_indices = merged_idx.gather(1, pos)
         return best_scores, best_indices
+
+
+def _encode_text_fn(model_or_encode_text_fn) -> Callable:
+    if hasattr(model_or_encode_text_fn, "encode_text"):
+        return model_or_encode_text_fn.encode_text
+    if callable(model_or_encode_text_fn):
+        return model_or_encode_text_fn
+    raise TypeError(
+        "model_or_encode_text_fn must have an encode_text method or be callable(input_ids, attention_mask), "
+        f"got {type(model_or_encode_text_fn).__name__}"
+    )
+
+
+def _device_of(obj, default) -> torch.device:
+    if default is not None:
+        return torch.device(default)
+    owner = obj if isinstance(obj, nn.Module) else getattr(obj, "__self__", None)  # a bound method: model.encode_text
+    return module_device(owner) if isinstance(owner, nn.Module) else torch.device("cpu")
+
+
+@torch.no_grad()
+def zero_shot_classifier(
+    model_or_encode_text_fn,
+    tokenizer,
+    classnames: Sequence[str],
+    templates: Sequence[str] = ("a photo of a {}",),
+    *,
+    max_len: int = 16,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Build zero-shot class weights ``(C, D)`` from prompts, CLIP style, with template ensembling.
+
+    For each class ``c``, every template (e.g. ``"a photo of a {}"``, ``"{}"``) is filled with ``c``, encoded,
+    L2-normalised; the template embeddings are averaged and the mean is L2-normalised again.
+
+    Args:
+        model_or_encode_text_fn: a model with ``encode_text(input_ids, attention_mask) → (B, D)`` (e.g.
+            :class:`mmcourse.models.clip.TinyCLIP`) or such a function.
+        tokenizer: has ``encode(texts, max_len=...) → (input_ids (B, L), attention_mask (B, L))``.
+        classnames: ``C`` class names, e.g. ``["red circle", "blue square"]``.
+        templates: prompt templates, each with one ``{}``.
+        max_len: token length passed to the tokenizer.
+        device: where to run the text encoder (default: the model's device, else CPU).
+    Returns:
+        ``(C, D)`` unit-norm rows; ``image_features @ weights.T`` gives class scores.
+    """
+    encode_text = _encode_text_fn(model_or_encode_text_fn)
+    if isinstance(classnames, str) or len(classnames) == 0:
+        raise ValueError(f"classnames must be a non-empty list of strings, got {classnames!r}")
+    if isinstance(templates, str) or len(templates) == 0:
+        raise ValueError(f"templates must be a non-empty list of strings with '{{}}', got {templates!r}")
+    for t in templates:
+        if not isinstance(t, str) or "{}" not in t:
+            raise ValueError(f"every template must be a string containing '{{}}', got {t!r}")
+    device = _device_of(model_or_encode_text_fn, device)
+    texts = [t.format(c) for c in classnames for t in templates]  # class-major: C blocks of T prompts
+    input_ids, attention_mask = tokenizer.encode(texts, max_len=max_len)
+    embeddings = encode_text(input_ids.to(device), attention_mask.to(device))  # (C*T, D)
+    check_tensor(embeddings, "encode_text output", ndim=2, floating=True, finite=True)
+    embeddings = F.normalize(embeddings.float(), dim=-1).view(len(classnames), len(templates), -1)
+    return F.normalize(embeddings.mean(dim=1), dim=-1)
+
+
+def zero_shot_predict(image_features: torch.Tensor, classifier: torch.Tensor) -> torch.Tensor:
+    """Predicted class per image: ``argmax_c cos(image, class_c)``.
+
+    Args:
+        image_features: ``(B, D)`` (normalised here).
+        classifier: ``(C, D)`` from :func:`zero_shot_classifier`.
+    Returns:
+        LongTensor ``(B,)`` on the device of ``image_features``.
+    """
+    check_tensor(image_features, "image_features", ndim=2, floating=True, finite=True)
+    check_tensor(classifier, "classifier", ndim=2, floating=True, finite=True)
+    check_same_size(image_features, classifier, "image_features", "classifier", dim=1)
+    scores = F.normalize(image_features.float(), dim=-1) @ classifier.to(image_features.device).float().t()
+    return scores.argmax(dim=-1)
+
+
+def zero_shot_accuracy(image_features: torch.Tensor, classifier: torch.Tensor, labels: torch.Tensor) -> float:
+    """Fraction of images whose :func:`zero_shot_predict` equals ``labels`` ``(B,)``."""
+    predictions = zero_shot_predict(image_features, classifier)
+    check_tensor(labels, "labels", ndim=1, floating=False)
+    check_same_size(image_features, labels, "image_features", "labels", dim=0)
+    return float((predictions == labels.to(predictions.device)).float().mean())
+
+
+def encode_images(model: TinyCLIP, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Embed many images in eval mode, ``batch_size`` at a time: ``(N, 3, H, W) → (N, D)`` on the model's device."""
+    check_tensor(images, "images", ndim=4, floating=True)
+    device = module_device(model)
+    with evaluating(model):
+        return torch.cat(
+            [model.encode_image(images[i : i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+        )
+
+
+def encode_texts(
+    model: TinyCLIP, tokenizer, texts: Sequence[str], max_len: int = 16, batch_size: int = 1024
+) -> torch.Tensor:
+    """Embed many texts in eval mode: ``N`` strings ``→ (N, D)`` on the model's device."""
+    if isinstance(texts, str) or len(texts) == 0:
+        raise ValueError(f"texts must be a non-empty list of strings, got {texts!r}")
+    device = module_device(model)
+    parts = []
+    with evaluating(model):
+        for i in range(0, len(texts), batch_size):
+            ids, mask = tokenizer.encode(list(texts[i : i + batch_size]), max_len=max_len)
+            parts.append(model.encode_text(ids.to(device), mask.to(device)))
+    return torch.cat(parts)

@@ -8,9 +8,9 @@ The loop is deliberately plain::
         loss.backward(); clip; optimizer.step()    # (with AMP on CUDA when asked)
         every eval_every steps: history.eval_metrics += eval_fn(model)
 
-Train for a fixed number of ``steps`` (or ``epochs``): the same arguments give the same model, which is what
-stored notebook outputs need. ``time_budget_s`` exists for benchmarks only — on a shared machine a time budget
-gives a different model every run.
+Train for a fixed number of ``steps``, never for a time budget: the same arguments give the same model, which is
+what stored notebook outputs need (on a shared machine a time budget gives a different model every run). A run
+draws its randomness under :func:`seeded`, so it neither depends on nor disturbs the caller's random stream.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ from torch import nn
 
 from mmcourse._checks import check_positive
 
-__all__ = ["History", "fit", "fused_adamw", "move_to_device", "iterate_minibatches", "module_device", "evaluating"]
+__all__ = [
+    "History", "fit", "seeded", "fused_adamw", "move_to_device", "iterate_minibatches", "module_device", "evaluating",
+]
 
 
 @dataclass
@@ -41,7 +43,6 @@ class History:
         eval_steps: steps at which ``eval_fn`` ran.
         eval_metrics: ``name → values`` returned by ``eval_fn`` (a plain float is stored as ``"eval"``).
         seconds: wall-clock training time.
-        stopped_early: True when ``time_budget_s`` ended training before ``steps``.
     """
 
     steps: list[int] = field(default_factory=list)
@@ -50,7 +51,6 @@ class History:
     eval_steps: list[int] = field(default_factory=list)
     eval_metrics: dict[str, list[float]] = field(default_factory=dict)
     seconds: float = 0.0
-    stopped_early: bool = False
 
     @property
     def num_steps(self) -> int:
@@ -133,16 +133,6 @@ def iterate_minibatches(data, batch_size: int, generator: torch.Generator, drop_
     stop = n - n % batch_size if drop_last and n >= batch_size else n
     for start in range(0, stop, batch_size):
         yield _take(data, order[start : start + batch_size])
-
-
-def _batches_per_epoch(data, batch_size: int) -> int | None:
-    n = _tensor_collection_size(data)
-    if n is not None:
-        return max(1, n // batch_size)
-    try:
-        return len(data)
-    except TypeError:
-        return None
 
 
 def _endless(data, batch_size: int, generator: torch.Generator) -> Iterator:
@@ -262,13 +252,50 @@ def fused_adamw(params: Iterable[torch.Tensor], lr: float, weight_decay: float =
         return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
 
 
+@contextlib.contextmanager
+def seeded(seed: int | None) -> Iterator[None]:
+    """``with seeded(seed): ...`` runs the block with torch's random number generators seeded to ``seed`` (the CPU
+    one and the current CUDA device's), then puts back the state they had before: same seed, same draws inside the
+    block, and the caller's random stream goes on as if the block had not run. ``None`` leaves the RNG alone.
+    Only :func:`mmcourse.setup` seeds the global RNG for good."""
+    if seed is None:
+        yield
+        return
+    devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield
+
+
+def _check_fit_arguments(model, step_fn, steps, batch_size, lr_schedule, eval_every, grad_clip) -> None:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    if not callable(step_fn):
+        raise TypeError(f"step_fn must be callable(model, batch), got {type(step_fn).__name__}")
+    check_positive(steps, "steps", integer=True)
+    check_positive(batch_size, "batch_size", integer=True)
+    if lr_schedule not in (None, "cosine"):
+        raise ValueError(f"lr_schedule must be None or 'cosine', got {lr_schedule!r}")
+    if eval_every is not None:
+        check_positive(eval_every, "eval_every", integer=True)
+    if grad_clip is not None:
+        check_positive(grad_clip, "grad_clip")
+
+
+def _default_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    check_positive(lr, "lr")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("model has no parameters that require grad")
+    return fused_adamw(params, lr=lr, weight_decay=weight_decay)
+
+
 def fit(
     model: nn.Module,
     step_fn: Callable,
     data: Iterable | torch.Tensor | tuple | dict,
     *,
-    steps: int | None = None,
-    epochs: int | None = None,
+    steps: int,
     batch_size: int = 64,
     optimizer: torch.optim.Optimizer | None = None,
     lr: float = 1e-3,
@@ -281,11 +308,9 @@ def fit(
     eval_fn: Callable[[nn.Module], Mapping[str, float] | float | None] | None = None,
     eval_every: int | None = None,
     progress: bool = False,
-    desc: str = "train",
     seed: int | None = 0,
-    time_budget_s: float | None = None,
 ) -> History:
-    """Train ``model`` for a fixed number of optimizer steps and return a :class:`History`.
+    """Train ``model`` for ``steps`` optimizer steps and return a :class:`History`.
 
     Args:
         model: any ``nn.Module``; moved to ``device`` (default: where its parameters already are) and put in
@@ -295,7 +320,7 @@ def fit(
         data: in-memory tensors — a tensor, a tuple/list or a dict of tensors sharing dim 0, moved to the device
             once and shuffled into minibatches of ``batch_size`` (seeded) — or any iterable of batches such as a
             ``DataLoader`` (re-iterated as often as needed).
-        steps / epochs: how long to train (exactly one of them). ``epochs`` counts full passes over ``data``.
+        steps: how long to train, in optimizer steps.
         optimizer: an optimizer over the model's parameters; default :func:`fused_adamw` ``(lr, weight_decay)``
             over all parameters that require grad.
         lr_schedule: ``None`` (constant) or ``"cosine"`` (linear warm-up for ``warmup_steps``, cosine to 0).
@@ -304,53 +329,20 @@ def fit(
         eval_fn: ``eval_fn(model) → {"name": value}`` (or a float), run under ``no_grad`` in ``eval()`` mode every
             ``eval_every`` steps and after the last step.
         progress: show a ``tqdm.auto`` progress bar.
-        seed: seeds torch (dropout, init of lazily created things) and the minibatch order; ``None`` keeps the
-            global RNG state as it is.
-        time_budget_s: stop after this many seconds (benchmarks only; results then vary from run to run).
+        seed: training runs under :func:`seeded` ``(seed)`` (dropout and anything drawn inside the steps) and the
+            minibatch order comes from its own generator seeded with it: same seed, same model; the caller's
+            random stream is left as it was. ``None`` draws from the global RNG instead.
     Returns:
         the :class:`History` of losses and metrics.
     """
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
-    if not callable(step_fn):
-        raise TypeError(f"step_fn must be callable(model, batch), got {type(step_fn).__name__}")
-    if (steps is None) == (epochs is None):
-        raise ValueError(f"give exactly one of steps or epochs, got steps={steps!r}, epochs={epochs!r}")
-    check_positive(batch_size, "batch_size", integer=True)
-    if lr_schedule not in (None, "cosine"):
-        raise ValueError(f"lr_schedule must be None or 'cosine', got {lr_schedule!r}")
-    if eval_every is not None:
-        check_positive(eval_every, "eval_every", integer=True)
-    if grad_clip is not None:
-        check_positive(grad_clip, "grad_clip")
-    if time_budget_s is not None:
-        check_positive(time_budget_s, "time_budget_s")
-    if steps is not None:
-        check_positive(steps, "steps", integer=True)
-        total_steps = steps
-    else:
-        check_positive(epochs, "epochs", integer=True)
-        per_epoch = _batches_per_epoch(data, batch_size)
-        if per_epoch is None:
-            raise ValueError("epochs needs data with a length (tensors or a DataLoader); give steps instead")
-        total_steps = epochs * per_epoch
-
+    _check_fit_arguments(model, step_fn, steps, batch_size, lr_schedule, eval_every, grad_clip)
     device = torch.device(device) if device is not None else module_device(model)
     model.to(device)
     if _tensor_collection_size(data) is not None:
         data = move_to_device(data, device)  # in-memory data crosses to the device once, not once per batch
     model.train()
-    if seed is not None:
-        torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**62, ())))
-    if optimizer is None:
-        check_positive(lr, "lr")
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("model has no parameters that require grad")
-        optimizer = fused_adamw(params, lr=lr, weight_decay=weight_decay)
+    optimizer = optimizer if optimizer is not None else _default_optimizer(model, lr, weight_decay)
     base_lrs = [group["lr"] for group in optimizer.param_groups]
-
     use_amp = amp and device.type == "cuda"
     amp_dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp and amp_dtype == torch.float16)
@@ -359,42 +351,39 @@ def fit(
 
     history = History()
     log = _StepLog(history, every=1 if device.type == "cpu" else 50)
-    batches = _endless(data, batch_size, generator)
-    bar = tqdm(total=total_steps, desc=desc, disable=not progress, leave=False)
+    bar = tqdm(total=steps, desc=getattr(step_fn, "__name__", "train"), disable=not progress, leave=False)
     start = time.perf_counter()
-    try:
-        for step in range(total_steps):
-            if lr_schedule == "cosine":
-                factor = _cosine_factor(step, total_steps, warmup_steps)
-                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                    group["lr"] = base * factor
-            batch = move_to_device(next(batches), device)
-            autocast = torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext()
-            with autocast:
-                loss, extras = _split_step_output(step_fn(model, batch))
-            history.metrics.setdefault("lr", []).append(optimizer.param_groups[0]["lr"])
-            log.add(step + 1, loss, extras)  # raises on a non-finite loss (on the CPU: before this step's update)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if grad_clip is not None:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-
-            bar.update(1)
-            if progress and (step % 10 == 0 or step + 1 == total_steps):
-                log.flush()
-                bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
-            if eval_fn is not None and eval_every is not None and (step + 1) % eval_every == 0:
-                _run_eval(model, eval_fn, history, step + 1)
-            if time_budget_s is not None and time.perf_counter() - start > time_budget_s and step + 1 < total_steps:
-                history.stopped_early = True
-                break
-        log.flush()
-    finally:
-        bar.close()
-    history.seconds = time.perf_counter() - start
-    if eval_fn is not None and (not history.eval_steps or history.eval_steps[-1] != history.steps[-1]):
-        _run_eval(model, eval_fn, history, history.steps[-1])
+    with seeded(seed):
+        generator = torch.Generator().manual_seed(seed if seed is not None else int(torch.randint(2**62, ())))
+        batches = _endless(data, batch_size, generator)
+        try:
+            for step in range(steps):
+                if lr_schedule == "cosine":
+                    factor = _cosine_factor(step, steps, warmup_steps)
+                    for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                        group["lr"] = base * factor
+                batch = move_to_device(next(batches), device)
+                with torch.autocast("cuda", dtype=amp_dtype) if use_amp else contextlib.nullcontext():
+                    loss, extras = _split_step_output(step_fn(model, batch))
+                history.metrics.setdefault("lr", []).append(optimizer.param_groups[0]["lr"])
+                log.add(step + 1, loss, extras)  # raises on a non-finite loss (on the CPU: before this update)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if grad_clip is not None:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                bar.update(1)
+                if progress and (step % 10 == 0 or step + 1 == steps):
+                    log.flush()
+                    bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
+                if eval_fn is not None and eval_every is not None and (step + 1) % eval_every == 0:
+                    _run_eval(model, eval_fn, history, step + 1)
+            log.flush()
+        finally:
+            bar.close()
+        history.seconds = time.perf_counter() - start
+        if eval_fn is not None and (not history.eval_steps or history.eval_steps[-1] != history.steps[-1]):
+            _run_eval(model, eval_fn, history, history.steps[-1])
     return history

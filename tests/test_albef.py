@@ -1,22 +1,22 @@
-"""Tests of mmcourse.albef: the combined ITC/ITM/MLM/MIM/ITG model, its data, training and evaluation."""
+"""Tests of mmcourse.models.albef: the combined ITC/ITM/MLM/MIM/ITG model, its data, training and evaluation."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mmcourse.albef import (
-    ALBEF,
+from mmcourse.data import ShapesWorld, Tokenizer, language
+from mmcourse.labs.ch05_pretraining import (
     HardNegativeBatches,
     embed,
     evaluate_retrieval,
-    fact_key,
     itm_rerank,
     prepare_data,
     relation_keys,
     train_albef,
 )
-from mmcourse.data import ShapesWorld, Tokenizer, language
+from mmcourse.labs.common import fact_key
+from mmcourse.models.albef import ALBEF
 
 KINDS = ("swap_relation", "swap_colors")
 
@@ -121,13 +121,16 @@ def test_train_albef_fixed_steps_is_deterministic(tok, data):
     runs = []
     for _ in range(2):
         model = tiny_model(tok)
-        history = train_albef(model, data, ("itc", "itm", "mlm"), steps=6, batch_size=8, seed=3, hard_fraction=0.25)
+        history = train_albef(model, data, objectives=("itc", "itm", "mlm"), steps=6, batch_size=8, seed=3,
+                              hard_fraction=0.25)
         runs.append((history.losses, model.encode_text(data["input_ids"][:3], data["attention_mask"][:3])))
     assert len(runs[0][0]) == 6 and all(torch.isfinite(torch.tensor(runs[0][0])))
     assert runs[0][0] == runs[1][0]
     assert torch.equal(runs[0][1], runs[1][1])
     with pytest.raises(TypeError, match="ALBEF"):
         train_albef(torch.nn.Linear(2, 2), data)
+    with pytest.raises(TypeError, match="positional"):
+        train_albef(model, data, ("itc",))
 
 
 def test_vit_variant_runs(tok, data):
@@ -277,7 +280,7 @@ def test_counterfactual_twins_make_the_hard_negative_caption_true(world, tok):
 
 # ---------------------------------------------------------------------------------------------- chapter 5 additions
 def _frozen_pair(tok, data):
-    from mmcourse.albef import cache_image_tokens, freeze_image_encoder
+    from mmcourse.labs.ch05_pretraining import cache_image_tokens, freeze_image_encoder
 
     model = freeze_image_encoder(tiny_model(tok, captioner=True))
     model.eval()
@@ -307,7 +310,7 @@ def test_cached_tokens_of_the_wrong_shape_are_refused(tok, data):
     batch["image_tokens"] = batch["image_tokens"][:, :-1]
     with pytest.raises(ValueError, match="image_tokens"):
         model.compute_losses(batch, ("itc",))
-    from mmcourse.albef import cache_image_tokens, freeze_image_encoder
+    from mmcourse.labs.ch05_pretraining import cache_image_tokens, freeze_image_encoder
 
     with pytest.raises(ValueError, match="images"):
         cache_image_tokens(model, {"input_ids": data["input_ids"]})
@@ -319,7 +322,7 @@ def test_frozen_image_encoder_does_not_change_while_the_rest_trains(tok, data):
     model, cached = _frozen_pair(tok, data)
     visual = {k: v.clone() for k, v in model.visual.state_dict().items()}
     text = {k: v.clone() for k, v in model.text_encoder.state_dict().items()}
-    train_albef(model, cached, ("itc", "mlm"), steps=3, batch_size=8)
+    train_albef(model, cached, objectives=("itc", "mlm"), steps=3, batch_size=8)
     assert all(torch.equal(visual[k], v) for k, v in model.visual.state_dict().items())
     assert not all(torch.equal(text[k], v) for k, v in model.text_encoder.state_dict().items())
     assert not any(p.requires_grad for p in model.visual.parameters())
@@ -352,7 +355,7 @@ def test_itm_rerank_with_the_summed_score(tok, data):
 
 
 def test_relational_split_is_disjoint_and_bounded():
-    from mmcourse.albef import relational_split
+    from mmcourse.labs.ch05_pretraining import relational_split
 
     two = ShapesWorld(100, image_size=16, min_objects=2, max_objects=2, seed=1)
     train_idx, test_idx = relational_split(two, gallery_size=7, seed=0)
@@ -363,7 +366,7 @@ def test_relational_split_is_disjoint_and_bounded():
 
 
 def test_twin_scores_follow_the_winoground_definition(tok):
-    from mmcourse.albef import twin_scores
+    from mmcourse.labs.ch05_pretraining import twin_scores
 
     two = ShapesWorld(40, image_size=16, min_objects=2, max_objects=2, seed=2)
     tok2 = Tokenizer.from_world(two)
@@ -385,7 +388,7 @@ def test_twin_scores_follow_the_winoground_definition(tok):
 
 
 def test_predict_masked_words_reads_the_mlm_head(tok, data):
-    from mmcourse.albef import predict_masked_words
+    from mmcourse.labs.ch05_pretraining import predict_masked_words
 
     model, cached = _frozen_pair(tok, data)
     ids, mask = data["input_ids"][:6], data["attention_mask"][:6]
@@ -417,7 +420,11 @@ def test_reconstruct_with_a_given_mask(tok, data):
 
 
 def test_compositionality_experiment_from_a_frozen_base():
-    from mmcourse.albef import COMPOSITIONALITY_SETTINGS, DEFAULT_SETTINGS, compositionality_experiment
+    from mmcourse.labs.ch05_pretraining import (
+        COMPOSITIONALITY_SETTINGS,
+        DEFAULT_SETTINGS,
+        compositionality_experiment,
+    )
 
     two = ShapesWorld(120, image_size=16, min_objects=2, max_objects=2, seed=3)
     tok2 = Tokenizer.from_world(two)

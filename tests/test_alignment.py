@@ -3,21 +3,28 @@
 import pytest
 import torch
 
-from mmcourse.alignment import (
+from mmcourse.data import ShapesWorld, Tokenizer
+from mmcourse.labs.ch02_representation import (
     STRATEGIES,
+    AlignmentHistory,
     AttributeHead,
     BoundEncoder,
     MatchingHead,
     alignment_metrics,
     bind_modality,
+    binding_pairs,
+    build_aligner,
+    build_bound_encoder,
     embed_captions,
     explicit_attribute_loss,
     implicit_matching_loss,
+    labelled_scene_text_pairs,
     train_alignment,
 )
-from mmcourse.clip import build_tiny_clip
-from mmcourse.data import ShapesWorld, Tokenizer
-from mmcourse.encoders import SmallCNN
+from mmcourse.labs.common import scene_text_pairs
+from mmcourse.models.clip import build_tiny_clip
+from mmcourse.nn.encoders import SmallCNN
+from mmcourse.train import History
 
 SMALL = dict(cnn_width=4, vision_dim=16, text_dim=16, text_depth=1, embed_dim=8, num_heads=2)
 
@@ -95,38 +102,64 @@ def test_explicit_loss_needs_every_label(tokenizer):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_train_alignment_same_init_snapshots_and_determinism(world, tokenizer, strategy):
     probe = world.images[:6]
-    texts = ["a red circle", "a blue square"]
-    kwargs = dict(indices=range(48), steps=6, batch_size=16, seed=1, probe_images=probe, probe_texts=texts,
-                  snapshot_every=4, **SMALL)
-    run = train_alignment(strategy, world, tokenizer, **kwargs)
-    again = train_alignment(strategy, world, tokenizer, **kwargs)
-    assert run.strategy == strategy
-    assert [s.step for s in run.snapshots] == [0, 4, 6]
-    assert run.snapshots[0].image_embeddings.shape == (6, 8)
-    assert run.snapshots[0].text_embeddings.shape == (2, 8)
-    assert run.history.losses == again.history.losses
-    assert torch.equal(run.snapshots[-1].image_embeddings, again.snapshots[-1].image_embeddings)
-    assert not run.model.training
-    assert (run.head is None) == (strategy == "contrastive")
+    texts = tokenizer.encode(["a red circle", "a blue square"], max_len=16)
+    data = labelled_scene_text_pairs(world, tokenizer, range(48))
+    runs = []
+    for _ in range(2):
+        aligner = build_aligner(strategy, tokenizer.vocab_size, image_size=16, seed=1, **SMALL)
+        history = train_alignment(aligner, data, steps=6, batch_size=16, seed=1, probe_images=probe, probe_texts=texts,
+                                  snapshot_every=4)
+        runs.append((aligner, history))
+    (aligner, history), (_, again) = runs
+    assert isinstance(history, AlignmentHistory) and isinstance(history, History)
+    assert aligner.strategy == strategy
+    assert [s.step for s in history.snapshots] == [0, 4, 6]
+    assert history.snapshots[0].image_embeddings.shape == (6, 8)
+    assert history.snapshots[0].text_embeddings.shape == (2, 8)
+    assert history.losses == again.losses and history.num_steps == 6
+    assert torch.equal(history.snapshots[-1].image_embeddings, again.snapshots[-1].image_embeddings)
+    assert not aligner.model.training
+    assert (aligner.head is None) == (strategy == "contrastive")
 
 
 def test_every_strategy_starts_from_the_same_towers(world, tokenizer):
-    kwargs = dict(indices=range(32), steps=1, batch_size=8, seed=4, probe_images=world.images[:3],
-                  probe_texts=["a red circle"], snapshot_every=1, **SMALL)
-    starts = [train_alignment(s, world, tokenizer, **kwargs).snapshots[0] for s in STRATEGIES]
+    data = labelled_scene_text_pairs(world, tokenizer, range(32))
+    probe_texts = tokenizer.encode(["a red circle"], max_len=16)
+    starts = []
+    for strategy in STRATEGIES:
+        aligner = build_aligner(strategy, tokenizer.vocab_size, image_size=16, seed=4, **SMALL)
+        history = train_alignment(aligner, data, steps=1, batch_size=8, seed=4, probe_images=world.images[:3],
+                                  probe_texts=probe_texts, snapshot_every=1)
+        starts.append(history.snapshots[0])
     for other in starts[1:]:
         assert torch.equal(starts[0].image_embeddings, other.image_embeddings)
         assert torch.equal(starts[0].text_embeddings, other.text_embeddings)
 
 
+def test_labelled_pairs_label_one_object_scenes_only(world, tokenizer):
+    data = labelled_scene_text_pairs(world, tokenizer, [3, 5])
+    assert data["color"].tolist() == world.attribute("color")[[3, 5]].tolist()
+    assert data["shape"].tolist() == world.attribute("shape")[[3, 5]].tolist()
+    two = ShapesWorld(6, image_size=16, min_objects=2, max_objects=2, seed=0)
+    assert (labelled_scene_text_pairs(two, Tokenizer.from_world(two))["color"] == -1).all()
+
+
 def test_train_alignment_validates(world, tokenizer):
+    data = labelled_scene_text_pairs(world, tokenizer, range(8))
     with pytest.raises(ValueError, match="strategy"):
-        train_alignment("telepathy", world, tokenizer, steps=1)
+        build_aligner("telepathy", tokenizer.vocab_size, image_size=16)
+    aligner = build_aligner("contrastive", tokenizer.vocab_size, image_size=16, **SMALL)
     with pytest.raises(ValueError, match="probe"):
-        train_alignment("contrastive", world, tokenizer, steps=1, snapshot_every=1)
+        train_alignment(aligner, data, steps=1, snapshot_every=1)
+    with pytest.raises(TypeError, match="Aligner"):
+        train_alignment(aligner.model, data, steps=1)
+    with pytest.raises(ValueError, match="labels"):
+        train_alignment(aligner, scene_text_pairs(world, tokenizer, range(8)), steps=1)
     two = ShapesWorld(20, image_size=16, min_objects=2, max_objects=2, seed=0)
+    two_tokenizer = Tokenizer.from_world(two)
+    explicit = build_aligner("explicit", two_tokenizer.vocab_size, image_size=16, **SMALL)
     with pytest.raises(ValueError, match="one-object"):
-        train_alignment("explicit", two, Tokenizer.from_world(two), steps=1)
+        train_alignment(explicit, labelled_scene_text_pairs(two, two_tokenizer), steps=1)
 
 
 def test_alignment_metrics_on_an_untrained_and_a_trained_model(world, tokenizer):
@@ -145,14 +178,18 @@ def test_alignment_metrics_on_an_untrained_and_a_trained_model(world, tokenizer)
 def test_bind_modality_pulls_a_new_encoder_onto_the_anchors(world):
     spectrograms = world.spectrograms.unsqueeze(1)[:32]
     anchors = torch.nn.functional.normalize(torch.randn(32, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
-    bound, history = bind_modality(SmallCNN(in_channels=1, width=4, dim=16), spectrograms, anchors, steps=30,
-                                   batch_size=32, lr=1e-2, seed=0)
+    bound = build_bound_encoder(SmallCNN(in_channels=1, width=4, dim=16), 8, seed=0)
+    history = bind_modality(bound, binding_pairs(spectrograms, anchors), steps=30, batch_size=32, lr=1e-2, seed=0)
     assert isinstance(bound, BoundEncoder) and not bound.training
     assert history.losses[-1] < history.losses[0]
     emb = bound.encode_all(spectrograms)
     assert emb.shape == (32, 8)
     torch.testing.assert_close(emb.norm(dim=1), torch.ones(32), atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="pair row by row"):
-        bind_modality(SmallCNN(1, 4, 16), spectrograms, anchors[:10], steps=1)
+        binding_pairs(spectrograms, anchors[:10])
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        bind_modality(bound, binding_pairs(spectrograms[:1], anchors[:1]), steps=1)
     with pytest.raises(TypeError, match=".dim"):
         BoundEncoder(torch.nn.Linear(3, 3), 8)
+    first, second = (build_bound_encoder(SmallCNN(1, 4, 16), 8, seed=3) for _ in range(2))
+    assert all(torch.equal(a, b) for a, b in zip(first.projection.parameters(), second.projection.parameters()))

@@ -7,7 +7,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from mmcourse import article, figures  # noqa: E402
+from mmcourse.viz import article, figures
 
 
 def test_tables_are_consistent():

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from mmcourse.attention import CrossModalAttention, normalize_attention_mask
+from mmcourse.nn.attention import CrossModalAttention, normalize_attention_mask
 
 
 # The article's §3.2 class, verbatim (newlines restored).

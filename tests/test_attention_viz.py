@@ -8,14 +8,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from mmcourse.attention_viz import (  # noqa: E402
+from mmcourse.labs.ch03_architectures import (
     attention_mass,
+    build_fusion_model,
     patch_heatmaps,
     show_word_attention,
     upsample_heatmap,
     word_patch_attention,
 )
-from mmcourse.relational import build_fusion_model  # noqa: E402
 
 
 def test_patch_heatmaps_reshape_row_major_and_average_heads():

@@ -4,12 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from mmcourse.blocks import (
+from mmcourse.nn.blocks import (
     CrossAttentionBlock,
-    DecoderBlock,
     MultimodalEncoder,
     SelfAttentionBlock,
-    TransformerDecoder,
     TransformerEncoder,
     causal_mask,
     combine_masks,
@@ -88,9 +86,9 @@ def test_cross_attention_block_uses_only_unmasked_context():
     assert not torch.allclose(block(text, image), block(text, other))
 
 
-def test_decoder_is_causal_and_conditions_on_context():
+def test_causal_multimodal_encoder_is_a_decoder_conditioned_on_context():
     torch.manual_seed(0)
-    dec = TransformerDecoder(D, depth=2, num_heads=H, context_dim=16).eval()
+    dec = MultimodalEncoder(D, depth=2, num_heads=H, context_dim=16, causal=True).eval()
     text, image = torch.randn(2, 6, D), torch.randn(2, 4, 16)
     pad = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
     out = dec(text, image, pad)
@@ -131,7 +129,8 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="context must be 3-D"):
         block(torch.randn(2, 5, D), torch.randn(4, D))
     with pytest.raises(ValueError, match="padding_mask must have shape"):
-        DecoderBlock(D, H)(torch.randn(2, 5, D), torch.randn(2, 4, D), torch.ones(2, 6))
+        decoder_layer = CrossAttentionBlock(D, H, self_attention=True, causal=True)
+        decoder_layer(torch.randn(2, 5, D), torch.randn(2, 4, D), torch.ones(2, 6))
     with pytest.raises(ValueError, match="depth must be > 0"):
         TransformerEncoder(D, depth=0)
     with pytest.raises(ValueError, match="causal=True needs self_attention"):

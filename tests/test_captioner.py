@@ -1,4 +1,4 @@
-"""Tests of mmcourse.captioner: the ITG caption decoder, its loss and its decoding."""
+"""Tests of mmcourse.models.captioner: the ITG caption decoder, its loss and its decoding."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmcourse.captioner import Captioner, mentioned_objects, object_match_rate, train_captioner
-from mmcourse.encoders import SmallCNN
+from mmcourse.labs.common import mentioned_objects, object_match_rate, train_captioner
+from mmcourse.models.captioner import Captioner
+from mmcourse.nn.encoders import SmallCNN
 
 CLS, BOS, EOS, PAD = 1, 4, 5, 0
 VOCAB, LENGTH = 15, 4  # copy task: 4 symbols from ids 7..14
@@ -39,7 +40,7 @@ def copier() -> Captioner:
     torch.manual_seed(0)
     model = Captioner(VOCAB, SymbolEncoder(32), dim=32, depth=1, num_heads=2, max_len=8)
     images, ids, _ = copy_batch(4096, seed=0)
-    history = train_captioner(model, images, ids, steps=150, batch_size=32, lr=3e-3, seed=0)
+    history = train_captioner(model, {"images": images, "caption_ids": ids}, steps=150, batch_size=32, lr=3e-3, seed=0)
     assert history.losses[-1] < history.losses[0] / 10
     return model
 
@@ -56,7 +57,7 @@ def test_greedy_decoding_of_a_trained_copier_returns_the_copy(copier):
 def test_beam_with_one_beam_equals_greedy_and_wider_beams_also_copy(copier):
     images, _, symbols = copy_batch(32, seed=7)
     greedy, g_scores = copier.generate(images, num_beams=1, max_len=7, return_scores=True)
-    from mmcourse.pretraining import beam_search
+    from mmcourse.objectives.itg import beam_search
 
     memory = copier.encode_images(images)
     copier.eval()

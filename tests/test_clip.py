@@ -6,23 +6,28 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmcourse.captioner import fact_key, mentioned_objects
-from mmcourse.clip import (
-    RELATIONAL_NEGATIVE_KINDS,
-    SHAPES_TEMPLATES,
-    build_tiny_clip,
-    caption_retrieval,
-    class_prompt_names,
-    negative_caption_test,
-    relational_retrieval,
-    same_words,
-    train_tiny_clip,
-    zero_shot_color_shape_accuracy,
-    zero_shot_template_accuracies,
-)
-from mmcourse.contrastive import contrastive_loss
 from mmcourse.data import COLORS, SHAPES, ShapesWorld, Tokenizer
 from mmcourse.data.twins import counterfactual_twins
+from mmcourse.labs.ch04_contrastive import (
+    RELATIONAL_NEGATIVE_KINDS,
+    negative_caption_test,
+    relational_retrieval,
+    zero_shot_template_accuracies,
+)
+from mmcourse.labs.common import (
+    SHAPES_TEMPLATES,
+    caption_retrieval,
+    class_prompt_names,
+    fact_key,
+    mentioned_objects,
+    same_words,
+    scene_text_pairs,
+    train_tiny_clip,
+    zero_shot_color_shape_accuracy,
+)
+from mmcourse.models.clip import build_tiny_clip
+from mmcourse.objectives.contrastive import contrastive_loss
+from mmcourse.train import seeded
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +77,11 @@ def test_logit_scale_starts_at_one_over_0_07_and_is_clamped(tokenizer):
 
 def test_training_is_deterministic_and_lowers_the_loss(world, tokenizer):
     runs = []
+    data = scene_text_pairs(world, tokenizer)
     for _ in range(2):
-        model, history = train_tiny_clip(
-            world, tokenizer, steps=25, batch_size=16, lr=1e-2, warmup_steps=2, seed=5, **_SMALL
-        )
+        with seeded(5):
+            model = build_tiny_clip(tokenizer.vocab_size, image_size=16, **_SMALL)
+        history = train_tiny_clip(model, data, steps=25, batch_size=16, lr=1e-2, warmup_steps=2, seed=5)
         runs.append((history.losses, model.encode_image(world.images[:3])))
     assert runs[0][0] == runs[1][0]
     torch.testing.assert_close(runs[0][1], runs[1][1])
@@ -142,7 +148,23 @@ def test_bad_inputs(world, tokenizer):
     with pytest.raises(ValueError, match="image_encoder must be one of"):
         build_tiny_clip(10, image_encoder="resnet")
     with pytest.raises(ValueError, match="steps must be > 0"):
-        train_tiny_clip(world, tokenizer, steps=0)
+        train_tiny_clip(model, scene_text_pairs(world, tokenizer), steps=0)
+    with pytest.raises(TypeError, match="TinyCLIP"):
+        train_tiny_clip(torch.nn.Linear(2, 2), scene_text_pairs(world, tokenizer))
+    with pytest.raises(ValueError, match="missing \\['counts'\\]"):
+        train_tiny_clip(model, {k: v for k, v in scene_text_pairs(world, tokenizer).items() if k != "counts"})
+    with pytest.raises(ValueError, match="at least one scene"):
+        scene_text_pairs(world, tokenizer, indices=[])
+
+
+def test_scene_text_pairs_hold_each_scene_and_its_texts(world, tokenizer):
+    data = scene_text_pairs(world, tokenizer, indices=[4, 1], max_len=12)
+    assert torch.equal(data["images"], world.images[[4, 1]])
+    assert data["input_ids"].shape[:2] == data["attention_mask"].shape[:2] == (2, int(data["counts"].max()))
+    assert data["input_ids"].shape[2] == 12
+    assert tokenizer.decode(data["input_ids"][:, 0]) == [world.captions[4], world.captions[1]]
+    alone = scene_text_pairs(world, tokenizer, indices=[4, 1], use_paraphrases=False)
+    assert alone["input_ids"].shape[1] == 1 and alone["counts"].tolist() == [1, 1]
 
 
 def test_template_accuracies_match_the_single_template_and_ensemble_evaluations(world, tokenizer):

@@ -6,16 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mmcourse.contrastive import (
-    LogitScale,
-    SigLIPHead,
-    clip_loss,
-    contrastive_loss,
-    siglip_loss,
-    zero_shot_accuracy,
-    zero_shot_classifier,
-    zero_shot_predict,
-)
+from mmcourse.objectives.contrastive import LogitScale, SigLIPHead, clip_loss, contrastive_loss, siglip_loss
+from mmcourse.retrieval import zero_shot_accuracy, zero_shot_classifier, zero_shot_predict
 
 
 # The article's §4.1 function, verbatim (newlines restored).
@@ -203,3 +195,24 @@ def test_bad_inputs():
         zero_shot_classifier(_BagOfWordsModel(torch.randn(7, 4)), _Tok(), ["red circle"], ["a photo"])
     with pytest.raises(ValueError, match=r"image_features and classifier must have the same size along dim 1"):
         zero_shot_predict(torch.randn(3, 4), torch.randn(2, 5))
+
+
+def test_clip_loss_with_hard_negatives_and_a_mask_of_non_negatives():
+    """Extra columns join the image→text softmax only; masked pairs count in neither direction; the diagonal always
+    counts. Compared with the loss written out by hand."""
+    g = torch.Generator().manual_seed(0)
+    logits, extra = torch.randn(4, 4, generator=g), torch.randn(4, 3, generator=g)
+    keep = torch.rand(4, 7, generator=g) > 0.3
+    keep[:, :4] &= keep[:, :4].t().clone()  # symmetric, like "same group"
+    eye = torch.eye(4, dtype=torch.bool)
+    keep_all = keep | torch.cat([eye, torch.zeros(4, 3, dtype=torch.bool)], 1)
+    i2t = torch.cat([logits, extra], 1).masked_fill(~keep_all, float("-inf"))
+    t2i = logits.t().masked_fill(~keep_all[:, :4].t(), float("-inf"))
+    labels = torch.arange(4)
+    expected = (F.cross_entropy(i2t, labels) + F.cross_entropy(t2i, labels)) / 2
+    got = clip_loss(logits, extra, negative_mask=keep)
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert torch.allclose(clip_loss(logits, extra), clip_loss(logits, extra, negative_mask=torch.ones(4, 7).bool()))
+    assert clip_loss(logits, extra) > clip_loss(logits)  # more negatives, higher loss
+    with pytest.raises(ValueError, match="negative_mask must be a bool tensor of shape"):
+        clip_loss(logits, extra, negative_mask=keep[:, :4])

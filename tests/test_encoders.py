@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mmcourse.encoders import (
+from mmcourse.nn.encoders import (
     EncoderOutput,
     PatchEmbedding,
     ProjectionHead,
@@ -136,7 +136,7 @@ def test_bad_inputs():
 
 
 def test_tokens_of_reads_an_encoder_output_a_tuple_or_a_tensor():
-    from mmcourse.encoders import EncoderOutput, tokens_of
+    from mmcourse.nn.encoders import EncoderOutput, tokens_of
 
     tokens = torch.randn(2, 5, 8)
     assert tokens_of(EncoderOutput(tokens, tokens.mean(1))) is tokens

@@ -62,10 +62,17 @@ def test_a_module_moved_to_the_device_trains_there():
 
 
 def test_tiny_clip_training_and_evaluation(world, tokenizer):
-    from mmcourse.clip import caption_retrieval, train_tiny_clip, zero_shot_color_shape_accuracy
+    from mmcourse.labs.common import (
+        caption_retrieval,
+        scene_text_pairs,
+        train_tiny_clip,
+        zero_shot_color_shape_accuracy,
+    )
+    from mmcourse.models.clip import build_tiny_clip
 
     with fake_cuda():
-        model, history = train_tiny_clip(world, tokenizer, steps=2, batch_size=16, device="cuda")
+        model = build_tiny_clip(tokenizer.vocab_size, image_size=16)
+        train_tiny_clip(model, scene_text_pairs(world, tokenizer), steps=2, batch_size=16, device="cuda")
         assert next(model.parameters()).device.type == "cuda"
         assert 0.0 <= zero_shot_color_shape_accuracy(model, world, tokenizer) <= 1.0
         assert set(caption_retrieval(model, world.images[:12], world.captions[:12], tokenizer, ks=(1,)))
@@ -73,10 +80,11 @@ def test_tiny_clip_training_and_evaluation(world, tokenizer):
 
 @pytest.mark.parametrize("cure", ["projection", "cross_attention", "contrastive"])
 def test_chapter7_cures(world, tokenizer, cure):
-    from mmcourse.heterogeneity import cure_recall, train_cure
+    from mmcourse.labs.ch07_heterogeneity import build_cure, cure_pairs, cure_recall, train_cure
 
     with fake_cuda():
-        model, _ = train_cure(cure, world, tokenizer, list(range(24)), steps=2, batch_size=8, device="cuda")
+        model = build_cure(cure, tokenizer.vocab_size, image_size=16)
+        train_cure(model, cure_pairs(world, tokenizer, list(range(24))), steps=2, batch_size=8, device="cuda")
         assert next(model.parameters()).device.type == "cuda"
         recall = cure_recall(model, world, tokenizer, list(range(24, 36)))
         assert 0.0 <= recall["i2t_R@1"] <= 1.0
@@ -84,12 +92,14 @@ def test_chapter7_cures(world, tokenizer, cure):
 
 @pytest.mark.parametrize("options", [{}, {"augment": ["shift", "flip"]}, {"freeze_encoders": True}])
 def test_chapter7_small_data_training(world, tokenizer, options):
-    from mmcourse.sparsity import score_pairs, train_on_pairs
+    from mmcourse.labs.ch07_sparsity import build_small_clip, noisy_scene_text_pairs, score_pairs, train_on_pairs
 
     with fake_cuda():
         init = None
         if options.get("freeze_encoders"):
-            init, _ = train_on_pairs(world, tokenizer, list(range(16)), steps=1, batch_size=8, device="cuda")
+            init = build_small_clip(tokenizer.vocab_size, image_size=16)
+            train_on_pairs(init, noisy_scene_text_pairs(world, tokenizer, list(range(16))), steps=1, batch_size=8,
+                           device="cuda")
         scores = score_pairs(world, tokenizer, list(range(16)), list(range(24, 36)), steps=2, batch_size=8,
                              device="cuda", init=init, **options)
         assert 0.0 <= scores["accuracy"] <= 1.0
@@ -97,10 +107,9 @@ def test_chapter7_small_data_training(world, tokenizer, options):
 
 def test_analysis_helpers_bring_results_back_where_the_inputs_are(world, tokenizer):
     # helpers meant for tables and figures run the model on its device and answer on the inputs' (CPU) device
-    from mmcourse.albef import ALBEF
-    from mmcourse.alignment import MatchingHead
-    from mmcourse.attention_viz import word_patch_attention
-    from mmcourse.relational import build_fusion_model
+    from mmcourse.labs.ch02_representation import MatchingHead
+    from mmcourse.labs.ch03_architectures import build_fusion_model, word_patch_attention
+    from mmcourse.models.albef import ALBEF
 
     with fake_cuda():
         head = MatchingHead(8).to("cuda")
@@ -130,7 +139,11 @@ TINY_ALBEF = dict(cnn_width=4, dim=16, embed_dim=16, text_depth=1, num_heads=2)
 
 def test_chapter5_experiments_on_the_device():
     # every compositionality setting (ITC, hard negatives, twins, ITM re-ranking) and both captioning objectives
-    from mmcourse.albef import COMPOSITIONALITY_SETTINGS, captioning_experiment, compositionality_experiment
+    from mmcourse.labs.ch05_pretraining import (
+        COMPOSITIONALITY_SETTINGS,
+        captioning_experiment,
+        compositionality_experiment,
+    )
 
     settings = [name for name, spec in COMPOSITIONALITY_SETTINGS.items() if not spec.get("model_kwargs")]
     with fake_cuda():
@@ -144,10 +157,18 @@ def test_chapter5_experiments_on_the_device():
 
 
 def test_chapter6_vqa_and_search_on_the_device():
-    from mmcourse.clip import train_tiny_clip
-    from mmcourse.encoders import SmallCNN
-    from mmcourse.search import SearchEngine
-    from mmcourse.vqa import VQAModel, accuracy_per_type, answer_probabilities, predict_answers, train_vqa, vqa_tensors
+    from mmcourse.labs.ch06_applications import (
+        SearchEngine,
+        accuracy_per_type,
+        answer_probabilities,
+        predict_answers,
+        train_vqa,
+        vqa_tensors,
+    )
+    from mmcourse.labs.common import scene_text_pairs, train_tiny_clip
+    from mmcourse.models.clip import build_tiny_clip
+    from mmcourse.models.vqa import VQAModel
+    from mmcourse.nn.encoders import SmallCNN
 
     world = ShapesWorld(40, image_size=16, max_objects=2, seed=1)
     tokenizer = Tokenizer.from_world(world)
@@ -156,11 +177,12 @@ def test_chapter6_vqa_and_search_on_the_device():
         torch.manual_seed(0)
         model = VQAModel(tokenizer.vocab_size, SmallCNN(3, width=4, dim=16, image_size=16), dim=16, num_heads=2,
                          max_len=12)
-        train_vqa(model, world.images, data, steps=2, batch_size=8, device="cuda")
+        train_vqa(model, data, scenes=world.images, steps=2, batch_size=8, device="cuda")
         assert 0.0 <= accuracy_per_type(predict_answers(model, world.images, data), data)["all"] <= 1.0
         assert answer_probabilities(model, world.images, data).shape[0] == len(data["answer_ids"])
 
-        clip, _ = train_tiny_clip(world, tokenizer, steps=2, batch_size=8, device="cuda")
+        clip = build_tiny_clip(tokenizer.vocab_size, image_size=16)
+        train_tiny_clip(clip, scene_text_pairs(world, tokenizer), steps=2, batch_size=8, device="cuda")
         engine = SearchEngine(clip, tokenizer, world.images[:10], texts=world.captions[:10])
         for query in ("a red circle", world.images[0]):
             results = engine.search(query, k=3)
@@ -168,10 +190,20 @@ def test_chapter6_vqa_and_search_on_the_device():
 
 
 def test_chapters_1_to_3_training_on_the_device():
-    from mmcourse.alignment import alignment_metrics, train_alignment
     from mmcourse.data import collate
-    from mmcourse.modality import accuracy, train_classifier
-    from mmcourse.relational import build_fusion_model, fusion_accuracy, left_of_questions, train_fusion
+    from mmcourse.labs.ch01_overview import accuracy, build_classifier, train_classifier
+    from mmcourse.labs.ch02_representation import (
+        alignment_metrics,
+        build_aligner,
+        labelled_scene_text_pairs,
+        train_alignment,
+    )
+    from mmcourse.labs.ch03_architectures import (
+        build_fusion_model,
+        fusion_accuracy,
+        left_of_questions,
+        train_fusion,
+    )
 
     world = ShapesWorld(40, image_size=16, max_objects=1, seed=0, shapes=SHAPES3)
     tokenizer = Tokenizer.from_world(world)
@@ -180,13 +212,15 @@ def test_chapters_1_to_3_training_on_the_device():
     pairs = ShapesWorld(40, image_size=32, min_objects=2, max_objects=2, seed=0)
     pair_tokenizer = Tokenizer.from_world(pairs)
     with fake_cuda():
-        classifier = train_classifier(data, tokenizer, 6, steps=2, batch_size=8, width=4, device="cuda")
+        classifier = build_classifier(tokenizer, 6, width=4, max_len=12)
+        train_classifier(classifier, data, steps=2, batch_size=8, device="cuda")
         assert 0.0 <= accuracy(classifier, data, use="both") <= 1.0
+        pairs_24 = labelled_scene_text_pairs(world, tokenizer, range(24))
         for strategy in ("implicit", "explicit", "contrastive"):
-            run = train_alignment(strategy, world, tokenizer, indices=range(24), steps=2, batch_size=8,
-                                  probe_images=world.images[:4], probe_texts=world.captions[:4], snapshot_every=1,
-                                  device="cuda")
-            assert alignment_metrics(run.model, world, tokenizer, list(range(24, 40)))
+            aligner = build_aligner(strategy, tokenizer.vocab_size, image_size=16)
+            train_alignment(aligner, pairs_24, steps=2, batch_size=8, probe_images=world.images[:4],
+                            probe_texts=tokenizer.encode(world.captions[:4]), snapshot_every=1, device="cuda")
+            assert alignment_metrics(aligner.model, world, tokenizer, list(range(24, 40)))
         questions = left_of_questions(pairs, pair_tokenizer, list(range(40)))
         for kind in ("late", "early", "cross"):
             fusion = build_fusion_model(kind, pair_tokenizer.vocab_size, image_size=32, patch_size=8)
@@ -218,17 +252,27 @@ def test_the_gpu_benchmarks_run_on_the_device(tmp_path):
 
 def _trainers():
     """One small training run per model of the course, as ``run(steps)`` under the fake device."""
-    from mmcourse.albef import ALBEF, prepare_data, train_albef
-    from mmcourse.alignment import bind_modality, train_alignment
-    from mmcourse.captioner import Captioner, train_captioner
-    from mmcourse.clip import train_tiny_clip
     from mmcourse.data import collate
-    from mmcourse.encoders import SmallCNN
-    from mmcourse.heterogeneity import train_cure
-    from mmcourse.modality import train_classifier
-    from mmcourse.relational import build_fusion_model, left_of_questions, train_fusion
-    from mmcourse.sparsity import train_on_pairs
-    from mmcourse.vqa import VQAModel, train_vqa, vqa_tensors
+    from mmcourse.labs.ch01_overview import build_classifier, train_classifier
+    from mmcourse.labs.ch02_representation import (
+        bind_modality,
+        binding_pairs,
+        build_aligner,
+        build_bound_encoder,
+        labelled_scene_text_pairs,
+        train_alignment,
+    )
+    from mmcourse.labs.ch03_architectures import build_fusion_model, left_of_questions, train_fusion
+    from mmcourse.labs.ch05_pretraining import prepare_data, train_albef
+    from mmcourse.labs.ch06_applications import train_vqa, vqa_tensors
+    from mmcourse.labs.ch07_heterogeneity import build_cure, cure_pairs, train_cure
+    from mmcourse.labs.ch07_sparsity import build_small_clip, noisy_scene_text_pairs, train_on_pairs
+    from mmcourse.labs.common import scene_text_pairs, train_captioner, train_tiny_clip
+    from mmcourse.models.albef import ALBEF
+    from mmcourse.models.captioner import Captioner
+    from mmcourse.models.clip import build_tiny_clip
+    from mmcourse.models.vqa import VQAModel
+    from mmcourse.nn.encoders import SmallCNN
 
     one = ShapesWorld(48, image_size=16, max_objects=1, seed=0, shapes=SHAPES3)
     two = ShapesWorld(48, image_size=16, min_objects=2, max_objects=2, seed=0)
@@ -238,37 +282,44 @@ def _trainers():
     albef_data = prepare_data(two, tok2, range(32), ("swap_colors",), max_len=12)
     vqa_data = vqa_tensors(two, tok2, indices=range(24), max_len=12)
     captions, _ = tok2.encode(two.captions[:32], max_len=12, start="bos")
+    clip_pairs, aligned_pairs = scene_text_pairs(one, tok1), labelled_scene_text_pairs(one, tok1, range(32))
+    bound_pairs = binding_pairs(one.images[:32], torch.randn(32, 8))
+    cure_data, small_pairs = cure_pairs(one, tok1, list(range(24))), noisy_scene_text_pairs(one, tok1, list(range(16)))
 
     def albef(steps, objectives):
         torch.manual_seed(0)
         model = ALBEF(tok2.vocab_size, 16, cnn_width=4, dim=16, embed_dim=16, text_depth=1, num_heads=2, max_len=12,
                       mim=True, captioner=True)
-        return train_albef(model, albef_data, objectives, steps=steps, batch_size=8, hard_fraction=0.25,
+        return train_albef(model, albef_data, objectives=objectives, steps=steps, batch_size=8, hard_fraction=0.25,
                            device="cuda")
 
+    def cnn():
+        return SmallCNN(3, width=4, dim=16, image_size=16)
+
     return {
-        "TinyCLIP": lambda s: train_tiny_clip(one, tok1, steps=s, batch_size=16, device="cuda"),
-        "ch.1 classifier": lambda s: train_classifier(labelled, tok1, 6, steps=s, batch_size=8, width=4, device="cuda"),
-        **{f"ch.2 {k}": (lambda s, k=k: train_alignment(k, one, tok1, indices=range(32), steps=s, batch_size=8,
-                                                        device="cuda"))
+        "TinyCLIP": lambda s: train_tiny_clip(build_tiny_clip(tok1.vocab_size, image_size=16), clip_pairs, steps=s,
+                                              batch_size=16, device="cuda"),
+        "ch.1 classifier": lambda s: train_classifier(build_classifier(tok1, 6, width=4, max_len=12), labelled,
+                                                      steps=s, batch_size=8, device="cuda"),
+        **{f"ch.2 {k}": (lambda s, k=k: train_alignment(build_aligner(k, tok1.vocab_size, image_size=16),
+                                                        aligned_pairs, steps=s, batch_size=8, device="cuda"))
            for k in ("implicit", "explicit", "contrastive")},
-        "ch.2 binding": lambda s: bind_modality(SmallCNN(3, width=4, dim=16, image_size=16), one.images[:32],
-                                                torch.randn(32, 8), steps=s, batch_size=8, device="cuda"),
+        "ch.2 binding": lambda s: bind_modality(build_bound_encoder(cnn(), 8), bound_pairs, steps=s, batch_size=8,
+                                                device="cuda"),
         "ch.3 cross fusion": lambda s: train_fusion(
             build_fusion_model("cross", tok2.vocab_size, image_size=16, patch_size=4),
             left_of_questions(two, tok2, list(range(48))), steps=s, batch_size=8, device="cuda"),
         "ALBEF itc+itm+mlm": lambda s: albef(s, ("itc", "itm", "mlm")),
         "ALBEF mim+itg": lambda s: albef(s, ("mim", "itg")),
         "captioner": lambda s: train_captioner(
-            Captioner(tok2.vocab_size, SmallCNN(3, width=4, dim=16, image_size=16), dim=16, depth=1, num_heads=2,
-                      max_len=12), two.images[:32], captions, steps=s, batch_size=8, device="cuda"),
-        "VQA": lambda s: train_vqa(VQAModel(tok2.vocab_size, SmallCNN(3, width=4, dim=16, image_size=16), dim=16,
-                                            num_heads=2, max_len=12), two.images, vqa_data, steps=s, batch_size=8,
-                                   device="cuda"),
-        "ch.7 cross-attention cure": lambda s: train_cure("cross_attention", one, tok1, list(range(24)), steps=s,
-                                                          batch_size=8, device="cuda"),
-        "ch.7 small data": lambda s: train_on_pairs(one, tok1, list(range(16)), steps=s, batch_size=8,
-                                                    augment=["shift", "flip"], device="cuda"),
+            Captioner(tok2.vocab_size, cnn(), dim=16, depth=1, num_heads=2, max_len=12),
+            {"images": two.images[:32], "caption_ids": captions}, steps=s, batch_size=8, device="cuda"),
+        "VQA": lambda s: train_vqa(VQAModel(tok2.vocab_size, cnn(), dim=16, num_heads=2, max_len=12), vqa_data,
+                                   scenes=two.images, steps=s, batch_size=8, device="cuda"),
+        "ch.7 cross-attention cure": lambda s: train_cure(build_cure("cross_attention", tok1.vocab_size, image_size=16),
+                                                          cure_data, steps=s, batch_size=8, device="cuda"),
+        "ch.7 small data": lambda s: train_on_pairs(build_small_clip(tok1.vocab_size, image_size=16), small_pairs,
+                                                    steps=s, batch_size=8, augment=["shift", "flip"], device="cuda"),
     }
 
 
@@ -305,7 +356,7 @@ def test_training_reads_nothing_back_from_the_device_per_step(trainers, name):
 
 
 def test_hard_negatives_drawn_on_the_device_follow_the_softmax_and_skip_the_positives():
-    from mmcourse.pretraining import sample_hard_negatives
+    from mmcourse.objectives.itm import sample_hard_negatives
 
     similarity = torch.tensor([[5.0, 1.0, 2.0, 0.0], [0.0, 5.0, 0.0, 0.0], [3.0, 0.0, 5.0, 3.0], [1.0, 1.0, 1.0, 1.0]])
     groups = torch.tensor([0, 1, 2, 0])  # rows 0 and 3 show the same scene

@@ -1,13 +1,13 @@
-"""Tests of mmcourse.frozen: cached tokens of a frozen image encoder, and the stand-in encoder that reads them."""
+"""Tests of mmcourse.nn.frozen: cached tokens of a frozen image encoder, and the stand-in encoder that reads them."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mmcourse.captioner import Captioner, ImageTokens
-from mmcourse.encoders import EncoderOutput, SmallCNN, TinyViT
-from mmcourse.frozen import PrecomputedTokens, frozen_image_tokens
+from mmcourse.models.captioner import Captioner, ImageTokens
+from mmcourse.nn.encoders import EncoderOutput, SmallCNN, TinyViT
+from mmcourse.nn.frozen import PrecomputedTokens, frozen_image_tokens
 
 
 def cnn() -> SmallCNN:

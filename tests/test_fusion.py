@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from mmcourse.encoders import SmallCNN, TextTransformer
-from mmcourse.fusion import CrossAttentionFusionClassifier, EarlyFusionClassifier, LateFusionClassifier
+from mmcourse.models.fusion import CrossAttentionFusionClassifier, EarlyFusionClassifier, LateFusionClassifier
+from mmcourse.nn.encoders import SmallCNN, TextTransformer
 
 
 def _encoders():
@@ -62,7 +62,7 @@ def test_bad_inputs():
 
 
 def test_classifier_accuracy_counts_right_answers_in_any_chunking_and_restores_the_mode():
-    from mmcourse.fusion import classifier_accuracy
+    from mmcourse.labs.common import classifier_accuracy
 
     class FirstPixelSays(nn.Module):  # predicts class 1 where the first pixel is bright
         def forward(self, images, input_ids, attention_mask):

@@ -93,14 +93,14 @@ LIBRARY_ANSWERS = [
     (
         "ex04",
         "clip_loss",
-        "from mmcourse.contrastive import contrastive_loss\n"
+        "from mmcourse.objectives.contrastive import contrastive_loss\n"
         "def clip_loss(image_features, text_features, temperature=0.07):\n"
         "    return contrastive_loss(image_features, text_features, temperature)\n",
     ),
     (
         "ex05",
         "sample_hard_negatives",
-        "import mmcourse.pretraining as P\n"
+        "import mmcourse.objectives.itm as P\n"
         "def sample_hard_negatives(similarity, generator=None):\n"
         "    return P.sample_hard_negatives(similarity, generator=generator)\n",
     ),

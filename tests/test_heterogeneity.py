@@ -1,20 +1,22 @@
 import pytest
 import torch
 
-from mmcourse.clip import TinyCLIP
 from mmcourse.data import ShapesWorld, Tokenizer
-from mmcourse.heterogeneity import (
+from mmcourse.labs.ch07_heterogeneity import (
     CURES,
     CrossAttentionMatcher,
     ImageToTextProjection,
     bag_of_words,
+    build_cure,
     caption_scores,
+    cure_pairs,
     cure_recall,
     describe_tensor,
     distinct_captions,
     train_cure,
     zero_pad,
 )
+from mmcourse.models.clip import TinyCLIP
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +90,11 @@ def test_matcher_pairwise_equals_one_forward_per_pair(world, tokenizer):
 
 @pytest.mark.parametrize("cure", CURES)
 def test_each_cure_trains_deterministically_and_is_scored(world, tokenizer, cure):
-    a, history = train_cure(cure, world, tokenizer, range(64), steps=3, seed=0)
-    b, _ = train_cure(cure, world, tokenizer, range(64), steps=3, seed=0)
-    assert history.num_steps == 3
+    data = cure_pairs(world, tokenizer, range(64))
+    a, b = (build_cure(cure, tokenizer.vocab_size, image_size=16, seed=0) for _ in range(2))
+    history = train_cure(a, data, steps=3, seed=0)
+    train_cure(b, data, steps=3, seed=0)
+    assert history.num_steps == 3 and not a.training
     assert isinstance(a, {"projection": ImageToTextProjection, "cross_attention": CrossAttentionMatcher,
                           "contrastive": TinyCLIP}[cure])
     scores_a, index, captions = caption_scores(a, world, tokenizer, range(300, 340))
@@ -104,18 +108,25 @@ def test_each_cure_trains_deterministically_and_is_scored(world, tokenizer, cure
 
 
 def test_projection_cure_learns_to_retrieve(world, tokenizer):
-    model, _ = train_cure("projection", world, tokenizer, range(300), steps=60, seed=0)
+    model = build_cure("projection", tokenizer.vocab_size, image_size=16)
+    train_cure(model, cure_pairs(world, tokenizer, range(300), negatives=False), steps=60, seed=0)
     recall = cure_recall(model, world, tokenizer, range(300, 400))
     _, index, captions = caption_scores(model, world, tokenizer, range(300, 400))
     assert recall["i2t_R@1"] > 3 / len(captions)
 
 
 def test_validation(world, tokenizer):
+    projection = build_cure("projection", tokenizer.vocab_size, image_size=16)
     with pytest.raises(ValueError, match="cure"):
-        train_cure("telepathy", world, tokenizer, range(10), steps=1)
+        build_cure("telepathy", tokenizer.vocab_size, image_size=16)
     with pytest.raises(ValueError, match="indices"):
-        train_cure("projection", world, tokenizer, [1], steps=1)
+        cure_pairs(world, tokenizer, [1])
     with pytest.raises(ValueError, match="steps"):
-        train_cure("projection", world, tokenizer, range(10), steps=0)
+        train_cure(projection, cure_pairs(world, tokenizer, range(10)), steps=0)
+    with pytest.raises(TypeError, match="build_cure"):
+        train_cure(torch.nn.Linear(2, 2), cure_pairs(world, tokenizer, range(10)), steps=1)
+    matcher = build_cure("cross_attention", tokenizer.vocab_size, image_size=16)
+    with pytest.raises(ValueError, match="color_ids"):
+        train_cure(matcher, cure_pairs(world, tokenizer, range(10), negatives=False), steps=1)
     with pytest.raises(TypeError, match="model"):
         caption_scores(torch.nn.Linear(2, 2), world, tokenizer, range(10))

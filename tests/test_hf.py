@@ -11,6 +11,7 @@ from torch import nn
 
 from mmcourse import hf
 from mmcourse.data import Tokenizer
+from mmcourse.dev import stand_in
 
 
 @pytest.fixture(scope="module")
@@ -20,13 +21,13 @@ def tok():
 
 @pytest.fixture(scope="module")
 def model(tok):
-    return hf.build_tiny_hf_clip(tok, image_size=16, patch_size=8, hidden_size=32, num_layers=1, num_heads=2,
+    return stand_in.build_tiny_hf_clip(tok, image_size=16, patch_size=8, hidden_size=32, num_layers=1, num_heads=2,
                                  projection_dim=16, max_len=12, seed=0)
 
 
 @pytest.fixture(scope="module")
 def processor(tok):
-    return hf.ShapesCLIPProcessor(tok, image_size=16, max_len=12)
+    return stand_in.ShapesCLIPProcessor(tok, image_size=16, max_len=12)
 
 
 TINY = {
@@ -43,7 +44,10 @@ def test_import_stays_light():
     import subprocess
     import sys
 
-    code = "import sys, mmcourse.hf, mmcourse.quantization, mmcourse.model_zoo; print('transformers' in sys.modules)"
+    code = (
+        "import sys, mmcourse.hf, mmcourse.quantization, mmcourse.labs.ch08_model_zoo; "
+        "print('transformers' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -116,13 +120,13 @@ def test_tiny_config_follows_the_tokenizer(tok, model):
     assert text.vocab_size == len(tok.vocab) and text.eos_token_id == tok.eos_id == 5
     assert text.max_position_embeddings == 12
     assert hf.check_tokenizer(tok, model) is tok
-    again = hf.build_tiny_hf_clip(tok, image_size=16, patch_size=8, hidden_size=32, num_layers=1, num_heads=2,
+    again = stand_in.build_tiny_hf_clip(tok, image_size=16, patch_size=8, hidden_size=32, num_layers=1, num_heads=2,
                                   projection_dim=16, max_len=12, seed=0)
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), again.state_dict().values()))
     with pytest.raises(ValueError, match="multiple of patch_size"):
-        hf.tiny_clip_config(tok, image_size=30, patch_size=8)
+        stand_in.tiny_clip_config(tok, image_size=30, patch_size=8)
     with pytest.raises(TypeError, match="Tokenizer"):
-        hf.tiny_clip_config(object())
+        stand_in.tiny_clip_config(object())
 
 
 def test_check_tokenizer_catches_mismatches(tok):
@@ -219,8 +223,7 @@ def test_batched_embeddings_equal_one_batch(model, processor):
 
 
 def test_retrieval_and_zero_shot_work_with_an_hf_model(model, processor, tok):
-    from mmcourse.contrastive import zero_shot_accuracy, zero_shot_classifier
-    from mmcourse.retrieval import retrieval_metrics
+    from mmcourse.retrieval import retrieval_metrics, zero_shot_accuracy, zero_shot_classifier
 
     inputs = processor(text=["red circle", "blue square", "green triangle"], images=torch.rand(3, 3, 16, 16))
     image = hf.image_embeddings(model, inputs["pixel_values"])
@@ -271,7 +274,7 @@ def test_load_clip_processor_offline_says_why(monkeypatch):
 
 
 def test_load_clip_processor_from_a_local_stand_in(tmp_path, monkeypatch):
-    from mmcourse import stand_in
+    from mmcourse.dev import stand_in
 
     small = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}
     monkeypatch.setitem(hf.KNOWN_CLIP_CONFIGS, "course-tests/clip-tiny", {
@@ -298,8 +301,8 @@ def test_to_pil_images():
 
 
 def test_tokenizer_adapter_gives_the_course_interface(tok):
-    from mmcourse import stand_in
-    from mmcourse.contrastive import zero_shot_classifier
+    from mmcourse.dev import stand_in
+    from mmcourse.retrieval import zero_shot_classifier
 
     clip_tokenizer = stand_in.clip_stand_in_tokenizer(["a", "red", "blue", "circle", "photo", "of"])
     adapter = hf.TokenizerAdapter(clip_tokenizer)

@@ -1,4 +1,4 @@
-"""Tests of mmcourse.masking_viz: counting and drawing what MLM and MIM hide."""
+"""Tests of mmcourse.labs.ch05_masking: counting and drawing what MLM and MIM hide."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from mmcourse import masking_viz as mv  # noqa: E402
 from mmcourse.data import ShapesWorld, Tokenizer  # noqa: E402
-from mmcourse.pretraining import mask_tokens, patchify, random_masking  # noqa: E402
+from mmcourse.labs import ch05_masking as mv
+from mmcourse.objectives.mim import patchify, random_masking
+from mmcourse.objectives.mlm import mask_tokens
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,11 @@ import pytest
 import torch
 
 from mmcourse.data import ShapesWorld, Tokenizer
-from mmcourse.modality import (
+from mmcourse.labs.ch01_overview import (
     ModalityClassifier,
     accuracy,
     blank_text,
+    build_classifier,
     corrupt_batch,
     corrupt_images,
     drop_words,
@@ -64,9 +65,16 @@ def test_corrupt_batch_touches_at_most_one_modality_per_example():
 
 
 def test_training_learns_from_text_alone():
-    model = train_classifier(DATA, TOK, 24, use="text", steps=60, batch_size=32, lr=1e-2)
+    model = build_classifier(TOK, 24, use="text", max_len=8)
+    history = train_classifier(model, DATA, steps=60, batch_size=32, lr=1e-2)
+    assert history.num_steps == 60 and not model.training
     assert accuracy(model, DATA) > 0.5  # chance is 1/24
     assert accuracy(model, DATA, use="image") < 0.3 and model.use == "text"  # override is temporary
+
+
+def test_build_classifier_is_seeded():
+    a, b = build_classifier(TOK, 24, max_len=8, seed=2), build_classifier(TOK, 24, max_len=8, seed=2)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
 
 
 def test_modality_dropout_blanks_per_example():
@@ -90,7 +98,8 @@ def test_modality_dropout_blanks_per_example():
         (lambda: drop_words(IDS, MASK, 1.5, 6, TOK.special_ids), r"p must be a number in \[0, 1"),
         (lambda: drop_words(IDS, MASK[:, :3], 0.5, 6, TOK.special_ids), "same shape"),
         (lambda: ModalityClassifier(10, 2, TOK, use="audio"), "use must be one of"),
-        (lambda: train_classifier({"images": WORLD.images}, TOK, 24), "must contain 'input_ids'"),
+        (lambda: train_classifier(build_classifier(TOK, 24), {"images": WORLD.images}), "must contain 'input_ids'"),
+        (lambda: train_classifier(torch.nn.Linear(2, 2), DATA), "ModalityClassifier"),
         (lambda: corrupt_batch(DATA, 2.0, TOK), "rate"),
     ],
 )

@@ -1,4 +1,5 @@
-"""Tests of mmcourse.model_zoo: the §8.1 table's entries, parameter counting and summaries (tiny configs only)."""
+"""Tests of mmcourse.labs.ch08_model_zoo: the §8.1 table's entries, parameter counting and summaries (tiny configs
+only)."""
 
 import os
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from mmcourse import model_zoo as Z
+from mmcourse.labs import ch08_model_zoo as Z
 
 SMALL = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2}
 

@@ -15,8 +15,7 @@ import nbformat
 import pytest
 from nbval.plugin import get_sanitize_patterns
 
-from mmcourse.claims import CLAIM_PREFIX, claim
-from mmcourse.notebooks import (
+from mmcourse.dev.notebooks import (
     CPU_PINS,
     MODE_VARIABLE,
     PLATFORM_KEY,
@@ -26,6 +25,7 @@ from mmcourse.notebooks import (
     sanitize,
     stored_platform,
 )
+from mmcourse.labs.common import CLAIM_PREFIX, claim
 
 CLAIMS_CFG = REPO_ROOT / "tests" / "sanitize_claims.cfg"
 
@@ -110,14 +110,14 @@ def test_the_tests_pin_the_cpu_kernels_unless_told_otherwise():
 # ------------------------------------------------------------------------------------------------ end to end
 
 LESSON = [
-    "from mmcourse.claims import claim\naccuracy = 0.7",
+    "from mmcourse.labs.common import claim\naccuracy = 0.7",
     'print(f"accuracy {accuracy:.3f}")\nclaim("accuracy >= 0.5", accuracy >= 0.5)',
 ]
 
 
 EXECUTE = """
 import sys, nbformat
-from mmcourse.notebooks import execute_notebook, platform_fingerprint
+from mmcourse.dev.notebooks import execute_notebook, platform_fingerprint
 nb = nbformat.read(sys.argv[1], as_version=4)
 execute_notebook(nb, sys.argv[2], timeout=120, platform=platform_fingerprint())
 nbformat.write(nb, sys.argv[1])
@@ -155,7 +155,7 @@ def _variant(nb, *, foreign=False, stored_accuracy=None, accuracy=None, raises=F
 def _run_pytest(folder, env_extra=None) -> dict[str, str]:
     """Run pytest (with the course's plugin) on every notebook in ``folder``; return notebook → passed/failed."""
     report = folder / "report.xml"
-    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "mmcourse.nbcheck", "-o", "addopts=",
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-p", "mmcourse.dev.nbcheck", "-o", "addopts=",
                "--nbval-current-env", "--nbval-sanitize-with", str(REPO_ROOT / "tests" / "sanitize.cfg"),
                "--rootdir", str(folder), f"--junitxml={report}", str(folder)]
     env = {k: v for k, v in os.environ.items() if k != MODE_VARIABLE} | (env_extra or {})

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmcourse.notebooks import (
+from mmcourse.dev.notebooks import (
     NOTEBOOK_DIR,
     SETUP_MARKER,
     chapter_notebooks,
@@ -42,7 +42,9 @@ def _code_cells(nb):
 def test_every_code_cell_was_executed(notebook):
     path, nb = notebook
     unrun = [i for i, c in _code_cells(nb) if c.source.strip() and c.get("execution_count") is None]
-    assert not unrun, f"{path.name}: cells {unrun} have no execution_count; run `python -m mmcourse.notebooks execute`"
+    assert not unrun, (
+        f"{path.name}: cells {unrun} have no execution_count; run `python -m mmcourse.dev.notebooks execute`"
+    )
     counts = [c.execution_count for _, c in _code_cells(nb) if c.source.strip()]
     assert counts == list(range(1, len(counts) + 1)), f"{path.name}: cells were not run top to bottom once: {counts}"
 
@@ -79,7 +81,7 @@ def test_badge_and_setup_cell_in_sync(notebook):
     path, nb = notebook
     rel = path.resolve().relative_to(NOTEBOOK_DIR.parent).as_posix()
     problems = stamp_problems(nb, rel, repository_url())
-    assert not problems, f"{path.name}: {problems}; run `python -m mmcourse.notebooks stamp`"
+    assert not problems, f"{path.name}: {problems}; run `python -m mmcourse.dev.notebooks stamp`"
 
 
 def test_no_nbval_markers_besides_the_setup_cell(notebook):

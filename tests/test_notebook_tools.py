@@ -3,7 +3,7 @@
 import nbformat
 import pytest
 
-from mmcourse import notebooks as nbt
+from mmcourse.dev import notebooks as nbt
 
 URL = "https://github.com/example/course"
 

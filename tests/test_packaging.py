@@ -84,12 +84,12 @@ def test_stored_outputs_were_made_in_the_reference_environment():
     the AVX2 pins, or the exact check would only pass on the maintainer's own machine."""
     import json
 
-    from mmcourse.notebooks import CPU_PINS, stored_platform
+    from mmcourse.dev.notebooks import CPU_PINS, stored_platform
 
     pins = _reference_pins()
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         platform = stored_platform(json.loads(path.read_text(encoding="utf-8")))
-        assert platform, f"{path.name} records no platform: run python -m mmcourse.notebooks execute"
+        assert platform, f"{path.name} records no platform: run python -m mmcourse.dev.notebooks execute"
         assert platform["torch"].split("+")[0] == pins["torch"], (path.name, platform["torch"])
         assert platform["numpy"] == pins["numpy"] and platform["transformers"] == pins["transformers"], path.name
         assert platform["python"] == "3.11" and platform["machine"] == "x86_64" and platform["cpu_kernels"] == "AVX2"

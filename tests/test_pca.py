@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mmcourse.pca import PCA, fit_pca, pca_project, pca_transform
+from mmcourse.viz.pca import PCA, fit_pca, pca_project, pca_transform
 
 
 def _data(n=200, seed=0):

@@ -12,7 +12,9 @@ import torch
 from torch import nn
 
 from mmcourse import quantization as Q
-from mmcourse.timing import Timing
+from mmcourse.dev.timing import Timing
+from mmcourse.labs import ch08_bit_width as bit_width
+from mmcourse.labs import ch08_quantization as measure
 
 QUANTIZE_PATHS = [Q.quantize_dynamic, Q.quantize_dynamic_with_embeddings, Q.quantize_from_scratch]
 
@@ -334,7 +336,7 @@ def test_hf_clip_stays_a_clip_model(quantize, tiny_hf_clip, clip_inputs):
     assert type(quantized) is type(tiny_hf_clip)
     out = quantized(input_ids=input_ids, pixel_values=pixels)
     assert out.logits_per_image.shape == (3, 3)
-    cos = Q.compare_features(tiny_hf_clip, quantized, images=pixels, input_ids=input_ids)
+    cos = measure.compare_features(tiny_hf_clip, quantized, images=pixels, input_ids=input_ids)
     assert cos["image_cosine"] > 0.99 and cos["text_cosine"] > 0.99
 
 
@@ -351,7 +353,7 @@ def test_quantize_torchao_keeps_the_model_and_its_interface(mode, tiny_hf_clip, 
     assert type(tiny_hf_clip.vision_model.encoder.layers[0].mlp.fc1.weight) is nn.Parameter
     out = quantized(input_ids=input_ids, pixel_values=pixels)
     assert out.logits_per_image.shape == (3, 3)
-    cos = Q.compare_features(tiny_hf_clip, quantized, images=pixels, input_ids=input_ids)
+    cos = measure.compare_features(tiny_hf_clip, quantized, images=pixels, input_ids=input_ids)
     assert cos["image_cosine"] > 0.99 and cos["text_cosine"] > 0.99
     assert Q.model_size_bytes(quantized) < 0.7 * Q.model_size_bytes(tiny_hf_clip)  # 0.62: int8 Linears, float rest
 
@@ -398,22 +400,22 @@ def test_the_articles_snippet_on_vit_b32():
 
 
 def test_latency_helpers(text_model, ids):
-    timing = Q.measure_latency(text_model, ids, warmup=1, repeats=2)
+    timing = measure.measure_latency(text_model, ids, warmup=1, repeats=2)
     assert isinstance(timing, Timing) and timing.repeats == 2 and timing.min <= timing.median <= timing.max
-    best = Q.compare_latency({"a": lambda: text_model(ids), "b": lambda: None}, warmup=0, repeats=2, rounds=2)
+    best = measure.compare_latency({"a": lambda: text_model(ids), "b": lambda: None}, warmup=0, repeats=2, rounds=2)
     assert set(best) == {"a", "b"} and all(isinstance(t, Timing) for t in best.values())
     with pytest.raises(TypeError, match="callable"):
-        Q.measure_latency(3)
+        measure.measure_latency(3)
 
 
 def test_feature_cosine_and_compare_models(tiny_hf_clip, clip_inputs):
     a = torch.randn(4, 8)
-    assert Q.feature_cosine(a, 2 * a)["min"] == pytest.approx(1.0)
-    assert Q.feature_cosine(a, -a)["mean"] == pytest.approx(-1.0)
+    assert measure.feature_cosine(a, 2 * a)["min"] == pytest.approx(1.0)
+    assert measure.feature_cosine(a, -a)["mean"] == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="same shape"):
-        Q.feature_cosine(a, a[:, :4])
+        measure.feature_cosine(a, a[:, :4])
     pixels, input_ids = clip_inputs
-    rows = Q.compare_models({"fp32": tiny_hf_clip, "int8": Q.quantize_dynamic(tiny_hf_clip)}, images=pixels,
+    rows = measure.compare_models({"fp32": tiny_hf_clip, "int8": Q.quantize_dynamic(tiny_hf_clip)}, images=pixels,
                             input_ids=input_ids, warmup=0, repeats=1, rounds=1)
     assert [r["model"] for r in rows] == ["fp32", "int8"]
     assert rows[0]["size_ratio"] == 1.0 and rows[1]["size_ratio"] > 1.5
@@ -437,37 +439,37 @@ def test_evaluate_zero_shot_and_retrieval(tiny_hf_clip, clip_inputs):
     model = CLIPModel(config).eval()
     pixels = clip_inputs[0]
     labels = torch.tensor([0, 1, 1])
-    acc = Q.evaluate_zero_shot(model, tok, pixels, labels, ["red circle", "blue square"], max_len=8)
-    q_acc = Q.evaluate_zero_shot(Q.quantize_dynamic(model), tok, pixels, labels, ["red circle", "blue square"],
+    acc = measure.evaluate_zero_shot(model, tok, pixels, labels, ["red circle", "blue square"], max_len=8)
+    q_acc = measure.evaluate_zero_shot(Q.quantize_dynamic(model), tok, pixels, labels, ["red circle", "blue square"],
                                  max_len=8)
     assert 0 <= acc <= 1 and 0 <= q_acc <= 1
     assert acc * 3 == pytest.approx(round(acc * 3)) and q_acc * 3 == pytest.approx(round(q_acc * 3))
     with pytest.raises(ValueError, match="labels"):
-        Q.evaluate_zero_shot(model, tok, pixels, torch.tensor([0, 1, 2]), ["a", "b"], max_len=8)
+        measure.evaluate_zero_shot(model, tok, pixels, torch.tensor([0, 1, 2]), ["a", "b"], max_len=8)
     ids, mask = tok.encode(["red circle", "blue square", "red square"], max_len=8)
-    metrics = Q.evaluate_retrieval(model, pixels, ids, mask, ks=(1, 2))
+    metrics = measure.evaluate_retrieval(model, pixels, ids, mask, ks=(1, 2))
     assert set(metrics) >= {"i2t_R@1", "t2i_R@2"} and 0 <= metrics["i2t_R@1"] <= 1
 
 
 def test_weight_and_layer_output_errors(text_model, ids):
-    rows = Q.weight_errors(text_model)
+    rows = bit_width.weight_errors(text_model)
     names = [r["layer"] for r in rows]
     assert "head" in names and "embed" in names
     assert all(0 < r["relative"] < 0.02 and r["sqnr_db"] > 35 for r in rows)
-    four_bit = {r["layer"]: r["relative"] for r in Q.weight_errors(text_model, bits=4)}
+    four_bit = {r["layer"]: r["relative"] for r in bit_width.weight_errors(text_model, bits=4)}
     assert all(four_bit[r["layer"]] > 5 * r["relative"] for r in rows)
     quantized = Q.quantize_from_scratch(text_model)
-    errors = Q.layer_output_errors(text_model, quantized, lambda m: m(ids))
+    errors = bit_width.layer_output_errors(text_model, quantized, lambda m: m(ids))
     assert errors[0]["layer"] == "embed" and errors[-1]["layer"] == "head"
     assert all(0 <= e["relative"] < 0.2 and e["cosine"] > 0.98 for e in errors)
     with pytest.raises(ValueError, match="no layer"):
-        Q.weight_errors(nn.Sequential(nn.ReLU()))
+        bit_width.weight_errors(nn.Sequential(nn.ReLU()))
     with pytest.raises(ValueError, match="not the same model"):
-        Q.layer_output_errors(text_model, nn.Sequential(nn.Linear(2, 2)), lambda m: None)
+        bit_width.layer_output_errors(text_model, nn.Sequential(nn.Linear(2, 2)), lambda m: None)
 
 
 def test_bit_width_sweep(text_model, ids):
-    rows = Q.bit_width_sweep(text_model)
+    rows = bit_width.bit_width_sweep(text_model)
     assert [(r["bits"], r["granularity"]) for r in rows] == [
         (8, "per_tensor"), (8, "per_channel"), (6, "per_tensor"), (6, "per_channel"),
         (4, "per_tensor"), (4, "per_channel")]
@@ -479,22 +481,22 @@ def test_bit_width_sweep(text_model, ids):
         assert by[(b, "per_channel")]["relative"] <= by[(b, "per_tensor")]["relative"]
     with torch.no_grad():
         reference = text_model.eval()(ids)
-    scored = Q.bit_width_sweep(text_model, bits=(8, 4), granularities=("per_channel",),
+    scored = bit_width.bit_width_sweep(text_model, bits=(8, 4), granularities=("per_channel",),
                                evaluate=lambda m: float(torch.cosine_similarity(m(ids), reference).mean()))
     assert scored[0]["metric"] > scored[1]["metric"] and scored[0]["metric"] > 0.99
-    several = Q.bit_width_sweep(text_model, bits=(8, 2), granularities=("per_tensor",),
+    several = bit_width.bit_width_sweep(text_model, bits=(8, 2), granularities=("per_tensor",),
                                 evaluate=lambda m: {"cosine": float(torch.cosine_similarity(m(ids), reference).mean()),
                                                     "bits_seen": 1})
     assert "metric" not in several[0] and several[0]["cosine"] > several[1]["cosine"]
     assert several[0]["bits_seen"] == 1.0
     with pytest.raises(ValueError, match="clashes"):
-        Q.bit_width_sweep(text_model, bits=(8,), evaluate=lambda m: {"relative": 0.0})
-    tensor_rows = Q.bit_width_sweep(torch.randn(8, 8), bits=(8,))
+        bit_width.bit_width_sweep(text_model, bits=(8,), evaluate=lambda m: {"relative": 0.0})
+    tensor_rows = bit_width.bit_width_sweep(torch.randn(8, 8), bits=(8,))
     assert len(tensor_rows) == 2 and "metric" not in tensor_rows[0]
     with pytest.raises(ValueError, match="bits"):
-        Q.bit_width_sweep(text_model, bits=(8, 3, 1))
+        bit_width.bit_width_sweep(text_model, bits=(8, 3, 1))
     with pytest.raises(ValueError, match="evaluate needs a model"):
-        Q.bit_width_sweep(torch.randn(3, 3), evaluate=lambda m: 0.0)
+        bit_width.bit_width_sweep(torch.randn(3, 3), evaluate=lambda m: 0.0)
 
 
 def test_plots_draw_a_sweep_and_a_table(text_model):
@@ -503,28 +505,28 @@ def test_plots_draw_a_sweep_and_a_table(text_model):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sweep = Q.bit_width_sweep(text_model, bits=(2, 4, 8), evaluate=lambda m: 1.0)
+    sweep = bit_width.bit_width_sweep(text_model, bits=(2, 4, 8), evaluate=lambda m: 1.0)
     weight = text_model.head.weight.detach()
-    fig = Q.show_bit_width(weight, sweep, bits=4, granularity="per_tensor")
+    fig = bit_width.show_bit_width(weight, sweep, bits=4, granularity="per_tensor")
     assert len(fig.axes) == 3 and "levels" in fig.axes[2].get_title() and "15" in fig.axes[2].get_title()
     plt.close(fig)
     with pytest.raises(ValueError, match="metric"):
-        Q.show_bit_width(weight, [{"bits": 8, "granularity": "per_tensor", "relative": 0.1}], bits=8)
+        bit_width.show_bit_width(weight, [{"bits": 8, "granularity": "per_tensor", "relative": 0.1}], bits=8)
     with pytest.raises(ValueError, match="sweep"):
-        Q.show_bit_width(weight, [], bits=8)
+        bit_width.show_bit_width(weight, [], bits=8)
     with pytest.raises(ValueError, match="bits"):
-        Q.show_bit_width(weight, sweep, bits=9)
+        bit_width.show_bit_width(weight, sweep, bits=9)
     rows = [{"model": "fp32", "size_mb": 4.0, "image_ms": 10.0}, {"model": "int8", "size_mb": 1.0, "image_ms": 20.0}]
-    fig = Q.show_quantization_table(rows, title="t")
+    fig = bit_width.show_quantization_table(rows, title="t")
     texts = [t.get_text() for ax in fig.axes for t in ax.texts]
     assert any("4.00x smaller" in t for t in texts) and any("2.00x slower" in t for t in texts)
     plt.close(fig)
-    assert len(Q.show_quantization_table(rows, latency="").axes) == 1
+    assert len(bit_width.show_quantization_table(rows, latency="").axes) == 1
     plt.close("all")
     with pytest.raises(ValueError, match="latency column"):
-        Q.show_quantization_table([{"model": "a", "size_mb": 1.0}])
+        bit_width.show_quantization_table([{"model": "a", "size_mb": 1.0}])
     with pytest.raises(ValueError, match="rows"):
-        Q.show_quantization_table([])
+        bit_width.show_quantization_table([])
 
 
 def test_int8_conv2d_is_built_from_sizes_like_its_siblings_and_from_float_quantizes():

@@ -5,8 +5,7 @@ import torch
 
 from mmcourse.data import ShapesWorld, Tokenizer, relation
 from mmcourse.data.render import BACKGROUND
-from mmcourse.fusion import CrossAttentionFusionClassifier, EarlyFusionClassifier, LateFusionClassifier
-from mmcourse.relational import (
+from mmcourse.labs.ch03_architectures import (
     FUSION_KINDS,
     PatchStatsEncoder,
     build_fusion_model,
@@ -14,6 +13,7 @@ from mmcourse.relational import (
     left_of_questions,
     train_fusion,
 )
+from mmcourse.models.fusion import CrossAttentionFusionClassifier, EarlyFusionClassifier, LateFusionClassifier
 
 
 @pytest.fixture(scope="module")

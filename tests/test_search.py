@@ -1,4 +1,5 @@
-"""Tests of mmcourse.search: the Fig. 4 search engine, the ground truth of free-text queries, result figures."""
+"""Tests of mmcourse.labs.ch06_applications: the Fig. 4 search engine, the ground truth of free-text queries, result
+figures."""
 
 from __future__ import annotations
 
@@ -12,9 +13,8 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from mmcourse.clip import build_tiny_clip  # noqa: E402
 from mmcourse.data import COLORS, Tokenizer  # noqa: E402
-from mmcourse.search import (  # noqa: E402
+from mmcourse.labs.ch06_applications import (
     SearchEngine,
     query_mentions,
     relevance_matrix,
@@ -22,6 +22,7 @@ from mmcourse.search import (  # noqa: E402
     show_image_results,
     show_text_results,
 )
+from mmcourse.models.clip import build_tiny_clip
 
 TOKENIZER = Tokenizer()
 RGB = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}

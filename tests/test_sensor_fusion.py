@@ -1,9 +1,11 @@
 import pytest
 import torch
 
-from mmcourse.sensor_fusion import (
+from mmcourse.labs.ch07_sensor_fusion import (
     GatedFusion,
     LinearFusion,
+    build_gated_fusion,
+    calibration_data,
     day_night_std,
     estimate_noise_std,
     fit_linear_fusion,
@@ -86,7 +88,10 @@ def test_gated_fusion_uses_context_to_beat_fixed_weights():
     readings = simulate_readings(truth, std, generator=g)
     cal, test = slice(0, 2000), slice(2000, None)
     fixed = fuse_inverse_variance(readings[test], estimate_noise_std(readings[cal], truth[cal]))
-    model, history = train_gated_fusion(readings[cal], light[cal, None], truth[cal], steps=120, seed=0)
+    data = calibration_data(readings[cal], light[cal, None], truth[cal])
+    model = build_gated_fusion(2, 1, seed=0)
+    history = train_gated_fusion(model, data, steps=120, seed=0)
+    assert not model.training
     with torch.no_grad():
         gated = model(readings[test], light[test, None])
         weights = model.weights(torch.tensor([[0.0], [1.0]]))
@@ -94,7 +99,8 @@ def test_gated_fusion_uses_context_to_beat_fixed_weights():
     assert rmse(gated, truth[test]) < min(rmse(readings[test, s], truth[test]) for s in range(2))
     # night: trust the radar (sensor 1); day: trust the camera (sensor 0)
     assert weights[0, 1] > 0.7 and weights[1, 0] > 0.6
-    again, _ = train_gated_fusion(readings[cal], light[cal, None], truth[cal], steps=120, seed=0)
+    again = build_gated_fusion(2, 1, seed=0)
+    train_gated_fusion(again, data, steps=120, seed=0)
     with torch.no_grad():
         assert torch.equal(again(readings[test], light[test, None]), gated)
     assert history.num_steps == 120
@@ -136,4 +142,9 @@ def test_validation_errors_name_the_parameter():
     with pytest.raises(ValueError, match="estimate"):
         rmse(torch.ones(3), torch.ones(4))
     with pytest.raises(ValueError, match="steps"):
-        train_gated_fusion(torch.ones(8, 2), torch.ones(8, 1), torch.ones(8), steps=0)
+        train_gated_fusion(GatedFusion(2, 1), calibration_data(torch.ones(8, 2), torch.ones(8, 1), torch.ones(8)),
+                           steps=0)
+    with pytest.raises(ValueError, match="truth"):
+        calibration_data(torch.ones(8, 2), torch.ones(8, 1), torch.ones(7))
+    with pytest.raises(ValueError, match=r"readings \(N, 3\)"):
+        train_gated_fusion(GatedFusion(3, 1), calibration_data(torch.ones(8, 2), torch.ones(8, 1), torch.ones(8)))

@@ -3,19 +3,23 @@ import copy
 import pytest
 import torch
 
-from mmcourse.clip import build_tiny_clip, class_prompt_names
 from mmcourse.data import ShapesWorld, Tokenizer
-from mmcourse.sparsity import (
+from mmcourse.labs.ch07_sparsity import (
     SMALL_MODEL,
     augment_images,
+    build_small_clip,
     corrupt_pairing,
     data_size_curve,
     noise_curve,
+    noisy_scene_text_pairs,
     score_pairs,
     train_on_pairs,
+    transfer_model,
     world_class_labels,
     zero_shot_scores,
 )
+from mmcourse.labs.common import class_prompt_names
+from mmcourse.models.clip import build_tiny_clip
 
 SHAPES3 = ["circle", "square", "triangle"]
 
@@ -121,36 +125,52 @@ def test_world_class_labels_match_the_prompts(world):
         world_class_labels(world, [])
 
 
+def _trained(world, tokenizer, indices, *, seed=0, noise_rate=0.0, use_paraphrases=False, **train_kwargs):
+    """A small TinyCLIP built and trained from scratch on the pairs of ``indices``, all seeded by ``seed``."""
+    model = build_small_clip(tokenizer.vocab_size, image_size=16, seed=seed)
+    data = noisy_scene_text_pairs(world, tokenizer, indices, noise_rate=noise_rate, use_paraphrases=use_paraphrases,
+                                  seed=seed)
+    return model, train_on_pairs(model, data, seed=seed, **train_kwargs)
+
+
 def test_training_learns_and_mismatched_pairs_hurt(world, tokenizer):
     train, test = list(range(300)), list(range(300, 500))
     untrained = build_tiny_clip(tokenizer.vocab_size, image_size=16, max_len=12, **SMALL_MODEL).eval()
     before = zero_shot_scores(untrained, world, tokenizer, test)
-    clean, history = train_on_pairs(world, tokenizer, train, steps=60, seed=0)
+    clean, history = _trained(world, tokenizer, train, steps=60)
     after = zero_shot_scores(clean, world, tokenizer, test)
-    assert history.num_steps == 60
+    assert history.num_steps == 60 and not clean.training
     assert after["color"] > 0.5 and after["color"] > before["color"] + 0.2
     assert 0 <= after["accuracy"] <= min(after["color"], after["shape"])
-    shuffled, _ = train_on_pairs(world, tokenizer, train, steps=60, seed=0, noise_rate=1.0)
+    shuffled, _ = _trained(world, tokenizer, train, steps=60, noise_rate=1.0)
     assert zero_shot_scores(shuffled, world, tokenizer, test)["color"] < after["color"] - 0.2
 
 
+def test_noisy_pairs_mismatch_the_chosen_fraction(world, tokenizer):
+    clean = noisy_scene_text_pairs(world, tokenizer, list(range(20)))
+    noisy = noisy_scene_text_pairs(world, tokenizer, list(range(20)), noise_rate=0.5, seed=3)
+    assert torch.equal(clean["images"], noisy["images"]) and clean["counts"].tolist() == [1] * 20
+    moved = (clean["input_ids"] != noisy["input_ids"]).flatten(1).any(1)
+    expected = corrupt_pairing(20, 0.5, torch.Generator().manual_seed(3)) != torch.arange(20)
+    assert 0 < int(moved.sum()) <= int(expected.sum()) == 10
+
+
 def test_train_on_pairs_is_deterministic(world, tokenizer):
-    a, _ = train_on_pairs(world, tokenizer, list(range(40)), steps=3, seed=0, augment=["flip", "shift"],
-                          use_paraphrases=True)
-    b, _ = train_on_pairs(world, tokenizer, list(range(40)), steps=3, seed=0, augment=["flip", "shift"],
-                          use_paraphrases=True)
-    c, _ = train_on_pairs(world, tokenizer, list(range(40)), steps=3, seed=1, augment=["flip", "shift"],
-                          use_paraphrases=True)
+    options = dict(steps=3, augment=["flip", "shift"], use_paraphrases=True)
+    a, _ = _trained(world, tokenizer, list(range(40)), seed=0, **options)
+    b, _ = _trained(world, tokenizer, list(range(40)), seed=0, **options)
+    c, _ = _trained(world, tokenizer, list(range(40)), seed=1, **options)
     assert _states_equal(a, b)
     assert not _states_equal(a, c)
 
 
 @pytest.mark.parametrize("augment", [[], ["flip"]])
 def test_freezing_keeps_encoders_and_init_untouched(world, tokenizer, augment):
-    init, _ = train_on_pairs(world, tokenizer, list(range(64)), steps=3, seed=0)
+    init, _ = _trained(world, tokenizer, list(range(64)), steps=3)
     snapshot = copy.deepcopy(init)
-    model, _ = train_on_pairs(world, tokenizer, list(range(64, 100)), steps=5, seed=0, init=init,
-                              freeze_encoders=True, augment=augment)
+    model = transfer_model(init, seed=0)
+    train_on_pairs(model, noisy_scene_text_pairs(world, tokenizer, list(range(64, 100))), steps=5, seed=0,
+                   augment=augment)
     assert _states_equal(init, snapshot)  # the pretrained model is not modified
     for name in ("image_encoder", "text_encoder"):  # weights and BatchNorm statistics frozen
         assert _states_equal(getattr(model, name), getattr(init, name))
@@ -159,7 +179,7 @@ def test_freezing_keeps_encoders_and_init_untouched(world, tokenizer, augment):
 
 
 def test_transfer_beats_scratch_with_few_pairs(world, tokenizer):
-    pretrained, _ = train_on_pairs(world, tokenizer, list(range(100, 400)), steps=60, seed=0)
+    pretrained, _ = _trained(world, tokenizer, list(range(100, 400)), steps=60)
     few, test = list(range(12)), list(range(400, 500))
     scratch = score_pairs(world, tokenizer, few, test, steps=40)
     transfer = score_pairs(world, tokenizer, few, test, steps=40, init=pretrained, freeze_encoders=True)
@@ -167,23 +187,28 @@ def test_transfer_beats_scratch_with_few_pairs(world, tokenizer):
 
 
 def test_train_on_pairs_validation(world, tokenizer):
+    model = build_small_clip(tokenizer.vocab_size, image_size=16)
+    data = noisy_scene_text_pairs(world, tokenizer, [0, 1, 2])
     with pytest.raises(ValueError, match="indices"):
-        train_on_pairs(world, tokenizer, [3], steps=1)
+        noisy_scene_text_pairs(world, tokenizer, [3])
     with pytest.raises(TypeError, match="indices"):
-        train_on_pairs(world, tokenizer, torch.arange(5), steps=1)
-    with pytest.raises(ValueError, match="freeze_encoders"):
-        train_on_pairs(world, tokenizer, [0, 1, 2], steps=1, freeze_encoders=True)
-    with pytest.raises(TypeError, match="augment"):
-        train_on_pairs(world, tokenizer, [0, 1, 2], steps=1, augment="flip")
-    with pytest.raises(ValueError, match="augment"):
-        train_on_pairs(world, tokenizer, [0, 1, 2], steps=1, augment=["blur"])
+        noisy_scene_text_pairs(world, tokenizer, torch.arange(5))
     with pytest.raises(ValueError, match="noise_rate"):
-        train_on_pairs(world, tokenizer, [0, 1, 2], steps=1, noise_rate=-0.1)
+        noisy_scene_text_pairs(world, tokenizer, [0, 1, 2], noise_rate=-0.1)
+    with pytest.raises(TypeError, match="augment"):
+        train_on_pairs(model, data, steps=1, augment="flip")
+    with pytest.raises(ValueError, match="augment"):
+        train_on_pairs(model, data, steps=1, augment=["blur"])
+    with pytest.raises(TypeError, match="TinyCLIP"):
+        train_on_pairs(torch.nn.Linear(2, 2), data, steps=1)
+    with pytest.raises(TypeError, match="pretrained"):
+        transfer_model("model")
+    with pytest.raises(ValueError, match="freeze_encoders"):
+        score_pairs(world, tokenizer, [0, 1, 2], [3, 4], steps=1, freeze_encoders=True)
     with pytest.raises(TypeError, match="init"):
-        train_on_pairs(world, tokenizer, [0, 1, 2], steps=1, init="model")
-    init = build_tiny_clip(tokenizer.vocab_size, image_size=16, max_len=12, **SMALL_MODEL)
+        score_pairs(world, tokenizer, [0, 1, 2], [3, 4], steps=1, init="model")
     with pytest.raises(ValueError, match="model_kwargs"):
-        train_on_pairs(world, tokenizer, [0, 1, 2], steps=1, init=init, cnn_width=4)
+        score_pairs(world, tokenizer, [0, 1, 2], [3, 4], steps=1, init=model, model_kwargs={"cnn_width": 4})
 
 
 def test_curves_return_one_entry_per_setting_and_validate(world, tokenizer):

@@ -1,4 +1,4 @@
-"""Tests of mmcourse.stand_in: a local checkpoint that from_pretrained loads offline, and the scratch directory."""
+"""Tests of mmcourse.dev.stand_in: a local checkpoint that from_pretrained loads offline, and the scratch directory."""
 
 import os
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mmcourse import stand_in as S
+from mmcourse.dev import stand_in as S
 from mmcourse.hf import CLIP_VIT_B32
 
 WORDS = ["a", "red", "green", "circle", "circles", "square", "photo", "of", "triangle"]

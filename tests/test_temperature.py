@@ -10,8 +10,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from mmcourse.contrastive import contrastive_loss  # noqa: E402
-from mmcourse.temperature import (  # noqa: E402
+from mmcourse.labs.ch04_contrastive import (
     effective_negatives,
     negative_weights,
     scaled_softmax,
@@ -20,6 +19,7 @@ from mmcourse.temperature import (  # noqa: E402
     show_temperature_sweep,
     temperature_sweep,
 )
+from mmcourse.objectives.contrastive import contrastive_loss
 
 
 @pytest.fixture

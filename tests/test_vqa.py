@@ -1,4 +1,4 @@
-"""Tests of mmcourse.vqa: the cross-attention VQA model, its data, training, per-type accuracy and the prior."""
+"""Tests of mmcourse.models.vqa: the cross-attention VQA model, its data, training, per-type accuracy and the prior."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from mmcourse.data import ANSWERS, COLORS, QUESTION_TYPES, SHAPES, ShapesWorld, Tokenizer
-from mmcourse.encoders import SmallCNN
-from mmcourse.frozen import PrecomputedTokens
-from mmcourse.vqa import (
+from mmcourse.labs.ch06_applications import (
     QuestionPrior,
-    VQAModel,
     accuracy_per_type,
     answer_probabilities,
     predict_answers,
     train_vqa,
     vqa_tensors,
 )
+from mmcourse.models.vqa import VQAModel
+from mmcourse.nn.encoders import SmallCNN
+from mmcourse.nn.frozen import PrecomputedTokens
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_training_is_deterministic(world, tokenizer):
     outputs = []
     for _ in range(2):
         model = small_model(tokenizer.vocab_size)
-        history = train_vqa(model, world.images, data, steps=5, batch_size=16, seed=3)
+        history = train_vqa(model, data, scenes=world.images, steps=5, batch_size=16, seed=3)
         outputs.append((history.losses, answer_probabilities(model, world.images, data)))
     assert outputs[0][0] == outputs[1][0]
     assert torch.equal(outputs[0][1], outputs[1][1])
@@ -179,7 +179,7 @@ def test_learns_to_answer_what_the_question_asks_about_the_image():
     test_tokens, test = attribute_scenes(128, seed=1)
     torch.manual_seed(0)
     model = VQAModel(TOKENIZER.vocab_size, PrecomputedTokens(16, grid_size=2), dim=32, num_heads=2, max_len=12)
-    history = train_vqa(model, train_tokens, train, steps=120, batch_size=64, lr=3e-3, seed=0)
+    history = train_vqa(model, train, scenes=train_tokens, steps=120, batch_size=64, lr=3e-3, seed=0)
     learnt = accuracy_per_type(predict_answers(model, test_tokens, test), test)
     prior = accuracy_per_type(QuestionPrior().fit(train).predict(test), test)
     assert prior["all"] < 0.35
@@ -191,13 +191,13 @@ def test_training_and_prediction_validate_their_inputs(world, tokenizer):
     data = vqa_tensors(world, tokenizer, indices=range(5), max_len=12)
     model = small_model(tokenizer.vocab_size)
     with pytest.raises(TypeError, match="VQAModel"):
-        train_vqa(torch.nn.Linear(2, 2), world.images, data)
+        train_vqa(torch.nn.Linear(2, 2), data, scenes=world.images)
     with pytest.raises(ValueError, match="missing"):
-        train_vqa(model, world.images, {k: v for k, v in data.items() if k != "answer_ids"})
+        train_vqa(model, {k: v for k, v in data.items() if k != "answer_ids"}, scenes=world.images)
     with pytest.raises(ValueError, match="scene_ids"):
-        train_vqa(model, world.images[:2], data, steps=1)
+        train_vqa(model, data, scenes=world.images[:2], steps=1)
     with pytest.raises(ValueError, match="steps"):
-        train_vqa(model, world.images, data, steps=0)
+        train_vqa(model, data, scenes=world.images, steps=0)
     with pytest.raises(TypeError, match="data"):
         predict_answers(model, world.images, [1, 2])
     short = dict(data, type_ids=data["type_ids"][:-1])

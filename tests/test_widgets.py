@@ -8,7 +8,7 @@ import ipywidgets as widgets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from mmcourse.widgets import explorer, figure_png  # noqa: E402
+from mmcourse.viz.widgets import explorer, figure_png
 
 
 def _draw(n=1):

@@ -2,7 +2,7 @@
 
 A twin is the ideal hard negative on both sides at once: its image is the hard negative *image* for the source's
 caption, its caption the hard negative *text* for the source image. Chapter 4 shows one (a mirrored scene CLIP
-cannot tell from its source), chapter 5 trains and tests on them (:mod:`mmcourse.albef`).
+cannot tell from its source), chapter 5 trains and tests on them (:mod:`mmcourse.models.albef`).
 """
 
 from __future__ import annotations

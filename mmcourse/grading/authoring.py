@@ -11,7 +11,7 @@ solution code sits between marker lines::
 
 :func:`generate` writes ``exercises/exNN_*.ipynb`` with each marked block replaced by ``# YOUR CODE HERE`` and
 ``raise NotImplementedError`` (same indentation), cells tagged ``instructor-only`` removed, every output and
-execution count cleared, the Colab badge and setup cell (from :mod:`mmcourse.notebooks`) in front, stable cell
+execution count cleared, the Colab badge and setup cell (from :mod:`mmcourse.dev.notebooks`) in front, stable cell
 ids and metadata, and ``metadata.mmcourse = {"exercise_set": "exNN", "version": N}`` stamped in so the grader
 recognises a submission whatever its file name. Running it twice gives byte-identical files;
 ``generate(check=True)`` (or ``mmcourse exercises generate --check``) reports stale notebooks instead.
@@ -114,11 +114,11 @@ def student_notebook(master, *, notebook_relpath: str, url: str | None = None):
         master: the master notebook; must carry ``metadata.mmcourse.exercise_set``.
         notebook_relpath: the student notebook's path in the repository (for the Colab badge), e.g.
             ``"exercises/ex04_contrastive.ipynb"``.
-        url: the repository URL (default: :func:`mmcourse.notebooks.repository_url`).
+        url: the repository URL (default: :func:`mmcourse.dev.notebooks.repository_url`).
     """
     import nbformat
 
-    from mmcourse import notebooks
+    from mmcourse.dev import notebooks
 
     set_id = notebook_set_id(master)
     if set_id is None:

@@ -346,7 +346,7 @@ def _kernel_manager():
 
 
 def _kernel_env() -> dict[str, str]:
-    from mmcourse.notebooks import reference_env
+    from mmcourse.dev.notebooks import reference_env
 
     env = reference_env()  # the same kernels on every grading machine: one submission, one score
     env.update({"MALLOC_ARENA_MAX": "2", "PIP_NO_INDEX": "1", "PIP_DISABLE_PIP_VERSION_CHECK": "1"})

@@ -7,15 +7,15 @@ Three protections wrap every test:
 * **Time limit.** Each test may run ``time_limit`` seconds (``SIGALRM``; only in the main thread of a Unix
   process, i.e. inside a notebook kernel), so one endless loop costs one test, not the whole notebook.
 * **Reference implementations earn nothing.** A question may list ``forbidden`` dotted names (e.g.
-  ``"mmcourse.contrastive.contrastive_loss"``): while its tests run, those objects are swapped for tripwires. A
-  pure-Python function keeps its identity but gets a trampoline ``__code__``, so every reference to it (imported
-  name, alias, list element, ``functools.partial``, default argument) goes through the tripwire; builtins are
-  replaced by attribute (on their module and in the student's namespace). The tripwire walks the call stack: if
-  a frame of the student's notebook lies between it and the test, the call comes from the answer — the question
-  is marked as a violation and scores 0 — otherwise (a test computing its expected value) it calls the original.
-  An answer that *is* the reference (``clip_loss = contrastive_loss``, a partial or subclass of it) is caught by
-  identity. What this cannot see: an answer that pastes the library's source code, or one that deliberately
-  reaches the original through interpreter internals; the grader flags such code for review instead.
+  ``"mmcourse.objectives.contrastive.contrastive_loss"``): while its tests run, those objects are swapped for tripwires.
+  A pure-Python function keeps its identity but gets a trampoline ``__code__``, so every reference to it (imported name,
+  alias, list element, ``functools.partial``, default argument) goes through the tripwire; builtins are replaced by
+  attribute (on their module and in the student's namespace). The tripwire walks the call stack: if a frame of the
+  student's notebook lies between it and the test, the call comes from the answer — the question is marked as a
+  violation and scores 0 — otherwise (a test computing its expected value) it calls the original. An answer that *is*
+  the reference (``clip_loss = contrastive_loss``, a partial or subclass of it) is caught by identity. What this cannot
+  see: an answer that pastes the library's source code, or one that deliberately reaches the original through
+  interpreter internals; the grader flags such code for review instead.
 """
 
 from __future__ import annotations
@@ -136,8 +136,9 @@ class ReferenceGuard:
     """Context manager that turns ``forbidden`` objects into tripwires for code from ``namespace``.
 
     Args:
-        forbidden: dotted names (``"mmcourse.contrastive.contrastive_loss"``, ``"torch.quantize_per_channel"``,
-            a class name guards its ``__init__`` and ``forward``). Names that do not resolve are skipped.
+        forbidden: dotted names (``"mmcourse.objectives.contrastive.contrastive_loss"``,
+            ``"torch.quantize_per_channel"``, a class name guards its ``__init__`` and ``forward``). Names that do not
+            resolve are skipped.
         namespace: the student's globals (the notebook's namespace).
     """
 

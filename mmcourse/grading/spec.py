@@ -5,7 +5,7 @@ with the package so that :func:`mmcourse.grading.check` works anywhere (Colab in
 
     SET = ExerciseSet("ex04", "Contrastive learning", chapter="04_contrastive", version=1)
     clip_loss = SET.question("clip_loss", "CLIP's symmetric contrastive loss",
-                             forbidden=("mmcourse.contrastive.contrastive_loss",))
+                             forbidden=("mmcourse.objectives.contrastive.contrastive_loss",))
 
     @clip_loss.test(points=1, hint="Return a 0-d tensor: the mean over the batch.")
     def returns_a_scalar(fn):

@@ -45,6 +45,7 @@ output projections in float32 in every path: it reads those weights directly ins
 from __future__ import annotations
 
 import copy
+import io
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -62,6 +63,7 @@ from mmcourse.quantization.core import (
 )
 
 __all__ = [
+    "model_size_bytes",
     "silence_quantization_warnings",
     "ensure_quantized_engine",
     "quantizable_layers",
@@ -503,3 +505,12 @@ def quantize_torchao(model: nn.Module, *, mode: str = "int8_dynamic", skip: Sequ
     _guard_transformer_fastpath(quantized)
     return quantized
 
+
+def model_size_bytes(model: nn.Module) -> int:
+    """Bytes of ``torch.save(model.state_dict())`` (written to memory, not to disk)."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    buffer = io.BytesIO()
+    with silence_quantization_warnings():
+        torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes

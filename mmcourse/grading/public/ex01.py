@@ -17,7 +17,7 @@ def _gen(seed: int) -> torch.Generator:
 early_fusion = SET.question(
     "early_fusion",
     "Early fusion: one feature vector per sample",
-    forbidden=("mmcourse.fusion.EarlyFusionClassifier",),
+    forbidden=("mmcourse.models.fusion.EarlyFusionClassifier",),
 )
 
 
@@ -47,7 +47,7 @@ late_fusion = SET.question(
     "LateFusionClassifier",
     "Late fusion: each modality votes",
     kind="class",
-    forbidden=("mmcourse.fusion.LateFusionClassifier",),
+    forbidden=("mmcourse.models.fusion.LateFusionClassifier",),
 )
 
 

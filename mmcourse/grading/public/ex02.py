@@ -60,7 +60,7 @@ head = SET.question(
     "ProjectionHead",
     "A projection head into the shared space",
     kind="class",
-    forbidden=("mmcourse.encoders.ProjectionHead",),
+    forbidden=("mmcourse.nn.encoders.ProjectionHead",),
 )
 
 

@@ -11,7 +11,7 @@ SET = ExerciseSet("ex03", "Cross-modal attention with padding masks", chapter="0
 ATTENTION_SHORTCUTS = (
     "torch.nn.functional.scaled_dot_product_attention",
     "torch.nn.MultiheadAttention",
-    "mmcourse.attention.CrossModalAttention",
+    "mmcourse.nn.attention.CrossModalAttention",
 )
 
 

@@ -11,10 +11,10 @@ SET = ExerciseSet("ex04", "Contrastive learning: CLIP loss and zero-shot", chapt
 
 #: The library's own contrastive losses: calling them earns nothing.
 LIBRARY_LOSSES = (
-    "mmcourse.contrastive.contrastive_loss",
-    "mmcourse.contrastive.clip_loss",
-    "mmcourse.contrastive.siglip_loss",
-    "mmcourse.clip.TinyCLIP.loss",
+    "mmcourse.objectives.contrastive.contrastive_loss",
+    "mmcourse.objectives.contrastive.clip_loss",
+    "mmcourse.objectives.contrastive.siglip_loss",
+    "mmcourse.models.clip.TinyCLIP.loss",
 )
 
 
@@ -59,7 +59,7 @@ def symmetric_in_images_and_texts(fn):
 classifier_q = SET.question(
     "zero_shot_classifier",
     "Class embeddings from prompt templates",
-    forbidden=("mmcourse.contrastive.zero_shot_classifier",),
+    forbidden=("mmcourse.retrieval.zero_shot_classifier",),
 )
 
 
@@ -87,7 +87,7 @@ def single_template_is_just_normalised(fn):
 predict_q = SET.question(
     "zero_shot_predict",
     "Zero-shot prediction",
-    forbidden=("mmcourse.contrastive.zero_shot_predict", "mmcourse.contrastive.zero_shot_accuracy"),
+    forbidden=("mmcourse.retrieval.zero_shot_predict", "mmcourse.retrieval.zero_shot_accuracy"),
 )
 
 

@@ -27,7 +27,7 @@ def _token_batch(seed: int, shape=(4, 12)):
 mlm_q = SET.question(
     "mask_tokens",
     "BERT masking: 15 %, then 80/10/10",
-    forbidden=("mmcourse.pretraining.mask_tokens",),
+    forbidden=("mmcourse.objectives.mlm.mask_tokens",),
 )
 
 
@@ -80,7 +80,7 @@ def the_15_percent_and_80_percent_rules(fn):
 mae_q = SET.question(
     "random_masking",
     "MAE random masking",
-    forbidden=("mmcourse.pretraining.random_masking",),
+    forbidden=("mmcourse.objectives.mim.random_masking",),
 )
 
 
@@ -125,7 +125,7 @@ def ids_restore_is_a_permutation(fn):
 itm_q = SET.question(
     "sample_hard_negatives",
     "Hard negatives for image-text matching",
-    forbidden=("mmcourse.pretraining.sample_hard_negatives",),
+    forbidden=("mmcourse.objectives.itm.sample_hard_negatives",),
 )
 
 

@@ -92,7 +92,7 @@ def round_trip_error_is_at_most_half_a_step(fn):
 err_q = SET.question(
     "relative_error",
     "How much does INT8 lose?",
-    forbidden=(*QUANTIZERS, "mmcourse.quantization.quantization_error", "mmcourse.quantization.weight_errors"),
+    forbidden=(*QUANTIZERS, "mmcourse.quantization.quantization_error", "mmcourse.labs.ch08_bit_width.weight_errors"),
 )
 
 
