@@ -5,6 +5,7 @@ from torch import nn
 
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_raises, expect_tensor
 from mmcourse.grading.spec import ExerciseSet
+from mmcourse.train import seeded
 
 SET = ExerciseSet("ex01", "Fusion: early, late, and a missing modality", chapter="01_overview", version=1)
 
@@ -70,21 +71,21 @@ def has_two_linear_heads(cls):
 @late_fusion.test(points=1, hint="forward returns one row of class scores per sample.")
 def logits_shape(cls):
     """forward(image (B, Di), text (B, Dt)) returns logits (B, C)"""
-    torch.manual_seed(0)
-    model = cls(6, 4, 3)
-    out = model(torch.randn(5, 6), torch.randn(5, 4))
-    expect_tensor(out, shape=(5, 3), floating=True)
+    with seeded(0):
+        model = cls(6, 4, 3)
+        out = model(torch.randn(5, 6), torch.randn(5, 4))
+        expect_tensor(out, shape=(5, 3), floating=True)
 
 
 @late_fusion.test(points=2, hint="(self.image_head(image) + self.text_head(text)) / 2")
 def averages_the_two_heads(cls):
     """the logits are the mean of the image head's and the text head's logits"""
-    torch.manual_seed(0)
-    model = cls(6, 4, 3)
-    image, text = torch.randn(5, 6, generator=_gen(2)), torch.randn(5, 4, generator=_gen(3))
-    with torch.no_grad():
-        expected = (model.image_head(image) + model.text_head(text)) / 2
-        expect_close(model(image, text), expected, what="the fused logits")
+    with seeded(0):
+        model = cls(6, 4, 3)
+        image, text = torch.randn(5, 6, generator=_gen(2)), torch.randn(5, 4, generator=_gen(3))
+        with torch.no_grad():
+            expected = (model.image_head(image) + model.text_head(text)) / 2
+            expect_close(model(image, text), expected, what="the fused logits")
 
 
 # ---------------------------------------------------------------------------------------------------------------

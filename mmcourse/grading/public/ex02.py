@@ -7,6 +7,7 @@ from torch import nn
 
 from mmcourse.grading.expect import expect, expect_close, expect_number, expect_raises, expect_tensor
 from mmcourse.grading.spec import ExerciseSet
+from mmcourse.train import seeded
 
 SET = ExerciseSet(
     "ex02", "A shared space: projection heads and cosine similarity", chapter="02_representation", version=1
@@ -67,18 +68,18 @@ head = SET.question(
 @head.test(points=1, hint="forward maps (B, in_dim) to (B, out_dim).")
 def projection_shape(cls):
     """ProjectionHead(in_dim, out_dim, hidden_dim) maps (B, in_dim) to (B, out_dim)"""
-    torch.manual_seed(0)
-    model = cls(6, 4, 16)
-    expect(isinstance(model, nn.Module), "ProjectionHead must subclass nn.Module")
-    expect_tensor(model(torch.randn(5, 6)), shape=(5, 4), floating=True)
+    with seeded(0):
+        model = cls(6, 4, 16)
+        expect(isinstance(model, nn.Module), "ProjectionHead must subclass nn.Module")
+        expect_tensor(model(torch.randn(5, 6)), shape=(5, 4), floating=True)
 
 
 @head.test(points=1, hint="End with torch.nn.functional.normalize(x, dim=-1).")
 def outputs_have_unit_length(cls):
     """every output row has L2 norm 1"""
-    torch.manual_seed(0)
-    out = cls(6, 4, 16)(torch.randn(7, 6) * 10)
-    expect_close(out.norm(dim=-1), torch.ones(7), atol=1e-5, what="the row norms")
+    with seeded(0):
+        out = cls(6, 4, 16)(torch.randn(7, 6) * 10)
+        expect_close(out.norm(dim=-1), torch.ones(7), atol=1e-5, what="the row norms")
 
 
 @head.test(points=1, hint="Two nn.Linear layers with biases: in_dim*hidden + hidden + hidden*out_dim + out_dim.")
