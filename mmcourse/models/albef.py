@@ -249,13 +249,12 @@ class ALBEF(nn.Module):
         needs_text = any(o in objectives for o in ("itc", "itm"))
         txt_tokens = self.text_tokens(ids, mask) if needs_text else None
 
-        neg_tokens = neg_mask = neg_owner = None
+        neg_tokens = neg_mask = None
         if needs_text and "neg_ids" in batch:
-            valid = batch["neg_valid"].bool()
-            if valid.any():
-                neg_owner = valid.nonzero()[:, 0]  # (M,) image each negative caption belongs to
-                neg_mask = batch["neg_mask"][valid]
-                neg_tokens = self.text_tokens(batch["neg_ids"][valid], neg_mask)
+            # all K hard-negative captions of every image, (B*K, L): the invalid ones are encoded too and masked out
+            # of the losses, so the batch keeps its shape and nothing is read back from the device
+            neg_mask = batch["neg_mask"].flatten(0, 1)
+            neg_tokens = self.text_tokens(batch["neg_ids"].flatten(0, 1), neg_mask)
 
         if "itc" in objectives or "itm" in objectives:
             img_emb = self.image_embedding(img_tokens)
@@ -268,17 +267,14 @@ class ALBEF(nn.Module):
                 image_index, text_index, labels = make_itm_pairs(logits_i2t.detach(), batch.get("group_ids"), generator)
                 all_text, all_mask = txt_tokens, mask
                 if neg_tokens is not None and itm_caption_negatives:
-                    # each image's negative text becomes one of its own hard-negative captions (where it has one)
+                    # each image's negative text becomes one of its own valid hard-negative captions, drawn at random
                     all_text, all_mask = torch.cat([txt_tokens, neg_tokens]), torch.cat([mask, neg_mask])
+                    valid = batch["neg_valid"].bool()  # (B, K)
                     draw_device = generator.device if generator is not None else torch.device("cpu")
-                    noise = torch.rand(neg_owner.numel(), generator=generator, device=draw_device).to(images.device)
-                    best = torch.full((b,), -1.0, device=images.device).scatter_reduce(0, neg_owner, noise, "amax")
-                    pick = noise == best[neg_owner]  # one random valid caption per owner
-                    rows = torch.arange(b, b + neg_owner.numel(), device=images.device)
-                    choice = torch.full((b,), -1, dtype=torch.long, device=images.device)
-                    choice = choice.scatter(0, neg_owner[pick], rows[pick])
-                    has = choice >= 0
-                    text_index[2 * b :][has] = choice[has]
+                    noise = torch.rand(valid.shape, generator=generator, device=draw_device).to(images.device)
+                    pick = noise.masked_fill(~valid, -1.0).argmax(dim=1)  # (B,) a random valid caption per image
+                    rows = b + torch.arange(b, device=images.device) * valid.size(1) + pick
+                    text_index[2 * b :] = torch.where(valid.any(dim=1), rows, text_index[2 * b :])
                 logits = self.itm_logits(img_tokens[image_index], all_text[text_index], all_mask[text_index])
                 losses["itm"] = itm_loss(logits, labels)
                 # on the model's device, so that a GPU step does not wait for the accuracy
@@ -324,19 +320,18 @@ class ALBEF(nn.Module):
 
     def _itc_loss(self, logits_i2t, img_emb, scale, batch: dict, neg_tokens, neg_mask) -> torch.Tensor:
         """ITC: the symmetric contrastive loss, where pairs of one group (captions stating the same fact) are not
-        each other's negatives and hard-negative captions are extra image→text columns (NegCLIP)."""
+        each other's negatives and valid hard-negative captions are extra image→text columns (NegCLIP)."""
         groups = batch.get("group_ids")
+        if neg_tokens is None and groups is None:
+            return clip_loss(logits_i2t)
+        b = logits_i2t.size(0)
+        keep = torch.ones_like(logits_i2t, dtype=torch.bool) if groups is None else groups[:, None] != groups[None, :]
         extra = None
         if neg_tokens is not None:
-            extra = scale * img_emb @ self.text_embedding(neg_tokens, neg_mask).t()  # (B, M)
-        if groups is None:
-            return clip_loss(logits_i2t, extra)
-        keep = groups[:, None] != groups[None, :]  # (B, B): another fact, so a negative
-        if extra is not None:
-            keep_extra = torch.ones_like(extra, dtype=torch.bool)
-            if "neg_group_ids" in batch:
-                neg_groups = batch["neg_group_ids"][batch["neg_valid"].bool()]  # (M,)
-                keep_extra = groups[:, None] != neg_groups[None, :]
+            extra = scale * img_emb @ self.text_embedding(neg_tokens, neg_mask).t()  # (B, B*K)
+            keep_extra = batch["neg_valid"].bool().flatten()[None, :].expand(b, -1)  # invalid captions: never
+            if groups is not None and "neg_group_ids" in batch:
+                keep_extra = keep_extra & (groups[:, None] != batch["neg_group_ids"].flatten()[None, :])
             keep = torch.cat([keep, keep_extra], dim=1)
         return clip_loss(logits_i2t, extra, negative_mask=keep)
 
