@@ -141,6 +141,25 @@ def test_vit_variant_runs(tok, data):
     assert blanked.shape == recon.shape == (2, 3, 16, 16) and hidden.shape == (2, 16)
 
 
+@pytest.mark.parametrize("coordinates", [False, True])
+def test_simmim_replaces_hidden_patch_embeddings_by_the_mask_token(tok, data, coordinates):
+    model = tiny_model(tok, image_encoder="vit", patch_size=4, image_depth=1, mim=True, coordinates=coordinates).eval()
+    images = data["images"][:3]
+    none_hidden = torch.zeros(3, 16)
+    assert torch.allclose(model.masked_image_tokens(images, none_hidden), model.image_tokens(images), atol=1e-6)
+    hidden = (torch.arange(16) % 3 == 0).float().expand(3, -1)
+    changed = images.clone()
+    changed[:, :, :4, :4] = torch.rand(3, 3, 4, 4)  # patch 0 is hidden: its pixels must not matter
+    assert torch.allclose(model.masked_image_tokens(changed, hidden), model.masked_image_tokens(images, hidden))
+    changed = images.clone()
+    changed[:, :, :4, 4:8] = torch.rand(3, 3, 4, 4)  # patch 1 is visible: its pixels matter
+    assert not torch.allclose(model.masked_image_tokens(changed, hidden), model.masked_image_tokens(images, hidden))
+    model.train()
+    model.compute_losses({k: v[:4] for k, v in data.items()}, ("mim",))["loss"].backward()
+    assert model.mask_token.grad is not None and model.mask_token.grad.abs().sum() > 0
+    assert tiny_model(tok, mim=True).mask_token is None  # the CNN blanks pixels instead
+
+
 def test_relation_keys_agree_with_the_captions(world):
     keys = relation_keys(world)
     objects = [[language.SceneObject(**o) for o in world.objects(i)] for i in range(len(world))]

@@ -193,3 +193,24 @@ def test_bind_modality_pulls_a_new_encoder_onto_the_anchors(world):
         BoundEncoder(torch.nn.Linear(3, 3), 8)
     first, second = (build_bound_encoder(SmallCNN(1, 4, 16), 8, seed=3) for _ in range(2))
     assert all(torch.equal(a, b) for a, b in zip(first.projection.parameters(), second.projection.parameters()))
+
+
+def test_implicit_negative_census_sorts_every_mismatched_pair(world, tokenizer):
+    from mmcourse.labs.ch02_representation import implicit_negative_census
+
+    data = labelled_scene_text_pairs(world, tokenizer, range(48))
+    census = implicit_negative_census(data, steps=5, batch_size=16, seed=0)
+    assert set(census) == {"other_color", "same_color_other_shape", "same_class_other_words", "same_text"}
+    assert sum(census.values()) == pytest.approx(1.0)
+    one = {k: v[:2].clone() for k, v in labelled_scene_text_pairs(world, tokenizer, [0, 0]).items()}
+    one["counts"][:] = 1  # the same scene twice, its caption only: every rolled text is the true one
+    assert implicit_negative_census(one, steps=2, batch_size=2)["same_text"] == 1.0
+
+
+def test_cosine_spread():
+    from mmcourse.labs.ch02_representation import cosine_spread
+
+    same = torch.ones(4, 3)
+    spread = cosine_spread(same, torch.eye(3))
+    assert spread["image_image"] == pytest.approx(1.0) and spread["text_text"] == pytest.approx(0.0)
+    assert spread["image_text"] == pytest.approx(3 ** -0.5)

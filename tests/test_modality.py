@@ -5,13 +5,19 @@ import torch
 
 from mmcourse.data import ShapesWorld, Tokenizer
 from mmcourse.labs.ch01_overview import (
+    REGIMES,
     ModalityClassifier,
     accuracy,
     blank_text,
     build_classifier,
     corrupt_batch,
     corrupt_images,
+    corrupt_test_inputs,
+    corruption_sweep,
+    draw_corruption,
     drop_words,
+    plot_accuracy_bars,
+    plot_corruption_curves,
     train_classifier,
 )
 
@@ -106,3 +112,33 @@ def test_modality_dropout_blanks_per_example():
 def test_bad_input(call, match):
     with pytest.raises((ValueError, TypeError), match=match):
         call()
+
+
+def test_corrupt_test_inputs_is_seeded_and_touches_only_what_it_is_told():
+    same = corrupt_test_inputs(DATA, TOK)
+    assert torch.equal(same["images"], DATA["images"]) and torch.equal(same["input_ids"], IDS)
+    a, b = corrupt_test_inputs(DATA, TOK, 0.5, 0.5, seed=3), corrupt_test_inputs(DATA, TOK, 0.5, 0.5, seed=3)
+    assert torch.equal(a["images"], b["images"]) and torch.equal(a["input_ids"], b["input_ids"])
+    assert not torch.equal(a["images"], DATA["images"]) and (a["input_ids"] == TOK.unk_id).any()
+    assert torch.equal(corrupt_test_inputs(DATA, TOK, image_noise=1.0)["input_ids"], IDS)
+
+
+def test_corruption_sweep_and_its_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model = build_classifier(TOK, 24, max_len=8).eval()
+    levels = [0.0, 1.0]
+    sweep = corruption_sweep(model, DATA, levels, TOK)
+    assert set(sweep) == {"image noise", "word dropout"}
+    for kind in sweep:
+        assert list(sweep[kind]) == list(REGIMES) and all(len(v) == 2 for v in sweep[kind].values())
+    clean_text = accuracy(model, DATA, "text")
+    assert sweep["image noise"]["text only"][0] == sweep["word dropout"]["text only"][0] == clean_text
+    figs = [plot_corruption_curves(levels, [sweep, sweep], chance=1 / 24),
+            plot_accuracy_bars({"image only": 0.4, "fused": 0.9}, {"image only": 0.5}, title="t"),
+            draw_corruption(model, DATA, TOK, 0.5, 0.5)]
+    assert [len(f.axes) for f in figs] == [2, 1, 2]
+    plt.close("all")

@@ -155,3 +155,15 @@ def test_model_summary_on_meta_with_flops_and_without_serialising():
         Z.model_summary("clip-vit-b32", config=config, device="cuda")
     with pytest.raises(ValueError, match="meta"):
         Z.model_summary("llava-1.5-7b", device="cpu")
+
+
+def test_shallow_config_keeps_widths_and_cuts_every_towers_layers():
+    full, quarter = Z.build_config("clip-vit-b32"), Z.shallow_config("clip-vit-b32", depth=0.25)
+    assert (quarter.text_config.num_hidden_layers, quarter.vision_config.num_hidden_layers) == (3, 3)
+    assert quarter.vision_config.hidden_size == full.vision_config.hidden_size
+    assert full.vision_config.num_hidden_layers == 12  # the entry's own config is untouched
+    assert Z.shallow_config("mobileclip-like").text_config.num_hidden_layers == 1
+    assert Z.shallow_config("vilt-b32").num_hidden_layers == 3  # one tower: the config itself
+    for bad in (0, 1.5, True):
+        with pytest.raises(ValueError, match="depth"):
+            Z.shallow_config("clip-vit-b32", depth=bad)

@@ -17,6 +17,8 @@ from mmcourse.labs.ch04_contrastive import (
     show_softmax_temperatures,
     show_temperature,
     show_temperature_sweep,
+    show_template_accuracies,
+    show_training,
     temperature_sweep,
 )
 from mmcourse.objectives.contrastive import contrastive_loss
@@ -108,6 +110,10 @@ def test_bad_inputs():
         show_softmax_temperatures(torch.zeros(3, 3), [0.1], image_labels=["a", "b"])
     with pytest.raises(ValueError, match="sweeps must be a non-empty dict"):
         show_temperature_sweep({})
+    with pytest.raises(ValueError, match="log must hold equally long"):
+        show_training({"loss": [1.0, 0.5], "logit_scale": [14.3]})
+    with pytest.raises(ValueError, match="evaluations must be a non-empty dict"):
+        show_template_accuracies({})
 
 
 def test_figures(features):
@@ -120,4 +126,18 @@ def test_figures(features):
     assert "temperature 0.07" in fig2._suptitle.get_text()
     fig3 = show_temperature_sweep({"random": temperature_sweep(similarity, [1.0, 0.1])}, mark=0.07)
     assert len(fig3.axes) == 3
+    plt.close("all")
+
+
+def test_training_figures():
+    log = {"loss": [4.8, 3.0, 2.0, 1.5], "logit_scale": [14.3, 14.5, 15.0, 15.2]}
+    fig = show_training(log, floor=0.6, window=2)
+    loss_axis, scale_axis = fig.axes
+    smoothed = loss_axis.lines[1].get_ydata()
+    assert list(smoothed) == pytest.approx([4.8, 3.9, 2.5, 1.75])  # running mean over the last 2 steps
+    assert list(scale_axis.lines[0].get_ydata()) == pytest.approx([1 / s for s in log["logit_scale"]])
+    evaluations = {20: {"{}": 0.1, "a photo of {}": 0.2, "ensemble": 0.15}, 40: {"{}": 0.9, "a photo of {}": 0.8,
+                                                                               "ensemble": 0.85}}
+    fig2 = show_template_accuracies(evaluations, chance=1 / 24)
+    assert len(fig2.axes[0].lines) == 4  # two templates, the ensemble, chance
     plt.close("all")

@@ -11,6 +11,12 @@ network, :class:`~mmcourse.models.fusion.EarlyFusionClassifier`, fed three ways:
 
 Corruptions for the fault-tolerance experiment: :func:`corrupt_images` (Gaussian pixel noise) and
 :func:`drop_words` (words replaced by ``[UNK]``).
+
+The chapter *shows* the ideas as code in its cells — the early-fusion forward, how a modality is switched off,
+the modality-dropout rule (模态丢弃), the corruption augmentation and the training loop — and then switches to
+:func:`build_classifier` / :func:`train_classifier` here for its repeated runs; ``tests/test_ch01_lesson.py``
+checks that both give the same bits. :func:`corruption_sweep` and the ``plot_*`` / ``draw_*`` functions are the
+chapter's bookkeeping and figures (matplotlib is imported inside them only).
 """
 
 from __future__ import annotations
@@ -27,8 +33,13 @@ from mmcourse.train import History, fit, seeded
 
 __all__ = [
     "USES", "corrupt_images", "drop_words", "blank_text", "ModalityClassifier", "corrupt_batch", "build_classifier",
-    "train_classifier", "accuracy",
+    "train_classifier", "accuracy", "corrupt_test_inputs", "corruption_sweep", "plot_accuracy_bars",
+    "plot_corruption_curves", "draw_corruption", "REGIMES",
 ]
+
+REGIMES = {"image only": "image", "text only": "text", "fused": "both"}
+"""The three ways chapter 1 asks one model: display name → ``use``."""
+_REGIME_COLORS = ("#60a5fa", "#f59e0b", "#10b981")
 
 USES = ("image", "text", "both")
 
@@ -220,3 +231,95 @@ def accuracy(model: nn.Module, data: dict[str, torch.Tensor], use: str | None = 
         finally:
             model.use = saved
     return classifier_accuracy(model, data, batch_size)
+
+
+def corrupt_test_inputs(data: dict[str, torch.Tensor], tokenizer, image_noise: float = 0.0, word_drop: float = 0.0,
+                        seed: int = 0) -> dict[str, torch.Tensor]:
+    """``data`` with every image noised (:func:`corrupt_images`, std ``image_noise``) and every word dropped with
+    probability ``word_drop`` (:func:`drop_words`); the draws come from a generator seeded with ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    images = corrupt_images(data["images"], image_noise, generator)
+    ids = drop_words(data["input_ids"], data["attention_mask"], word_drop, tokenizer.unk_id, tokenizer.special_ids,
+                     generator)
+    return data | {"images": images, "input_ids": ids}
+
+
+def corruption_sweep(model: ModalityClassifier, data: dict[str, torch.Tensor], levels, tokenizer,
+                     seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """Test accuracy of ``model`` asked three ways (:data:`REGIMES`) at each corruption level of one modality:
+    ``{"image noise": {"image only": [acc per level], ...}, "word dropout": {...}}``."""
+    sweep: dict[str, dict[str, list[float]]] = {"image noise": {}, "word dropout": {}}
+    for name, use in REGIMES.items():
+        sweep["image noise"][name] = [
+            accuracy(model, corrupt_test_inputs(data, tokenizer, image_noise=x, seed=seed), use) for x in levels]
+        sweep["word dropout"][name] = [
+            accuracy(model, corrupt_test_inputs(data, tokenizer, word_drop=x, seed=seed), use) for x in levels]
+    return sweep
+
+
+def plot_accuracy_bars(accuracies: dict[str, float], ceilings: dict[str, float] | None = None,
+                       title: str = "", figsize=(5.5, 3.2)):
+    """One bar per regime (``{"image only": acc, ...}``); ``ceilings`` (same keys, optional) are drawn as dashed
+    lines over their bars: the best any model could do with that input. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    names = list(accuracies)
+    bars = ax.bar(names, [accuracies[n] for n in names], color=_REGIME_COLORS[: len(names)])
+    ax.bar_label(bars, fmt="%.2f", label_type="center", color="white", fontweight="bold")
+    for k, name in enumerate(names):
+        if ceilings and name in ceilings:
+            ax.hlines(ceilings[name], k - 0.4, k + 0.4, colors="black", linestyles="--", lw=1)
+            ax.annotate(f"ceiling {ceilings[name]:.2f}", (k, ceilings[name]), xytext=(0, 3),
+                        textcoords="offset points", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.1)
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_corruption_curves(levels, sweeps: list[dict[str, dict[str, list[float]]]], chance: float | None = None,
+                           figsize=(10, 3.5)):
+    """The :func:`corruption_sweep` of several seeds: per regime the mean over seeds (line) and the min–max range
+    (band), one panel per kind of corruption. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    kinds = list(sweeps[0])
+    fig, axes = plt.subplots(1, len(kinds), figsize=figsize, sharey=True, squeeze=False)
+    for ax, kind in zip(axes[0], kinds, strict=True):
+        for name, color in zip(sweeps[0][kind], _REGIME_COLORS, strict=False):
+            runs = torch.tensor([sweep[kind][name] for sweep in sweeps], dtype=torch.float64)  # (seeds, levels)
+            ax.plot(levels, runs.mean(0), marker="o", color=color, label=name)
+            ax.fill_between(levels, runs.min(0).values, runs.max(0).values, color=color, alpha=0.2, lw=0)
+        if chance is not None:
+            ax.axhline(chance, color="gray", ls=":", lw=1, label="chance")
+        ax.set_xlabel(f"{kind} level")
+        ax.set_title(f"Corrupting the test inputs: {kind}")
+    axes[0, 0].set_ylabel("test accuracy")
+    axes[0, -1].legend(fontsize=8, title=f"mean of {len(sweeps)} seeds\n(band: min to max)", title_fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def draw_corruption(model: ModalityClassifier, data: dict[str, torch.Tensor], tokenizer, image_noise: float,
+                    word_drop: float):
+    """The first corrupted test example (image and caption) beside the accuracy of the three regimes at these
+    corruption levels. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from mmcourse.viz import image_to_numpy
+
+    corrupted = corrupt_test_inputs(data, tokenizer, image_noise, word_drop)
+    fig, (ax_img, ax_bar) = plt.subplots(1, 2, figsize=(8, 3), gridspec_kw={"width_ratios": [1, 2]})
+    ax_img.imshow(image_to_numpy(corrupted["images"][0]))
+    ax_img.set_title(tokenizer.decode(corrupted["input_ids"][0]), fontsize=9)
+    ax_img.axis("off")
+    accs = [accuracy(model, corrupted, use) for use in REGIMES.values()]
+    bars = ax_bar.barh(list(REGIMES), accs, color=_REGIME_COLORS)
+    ax_bar.bar_label(bars, fmt="%.2f", padding=2)
+    ax_bar.set_xlim(0, 1.15)
+    ax_bar.set_xlabel("test accuracy")
+    ax_bar.set_title(f"image noise {image_noise:.1f}, word drop {word_drop:.1f}", fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -47,12 +47,13 @@ from mmcourse.models.clip import TinyCLIP, build_tiny_clip
 from mmcourse.nn.encoders import ProjectionHead
 from mmcourse.objectives.contrastive import LogitScale, clip_loss
 from mmcourse.retrieval import caption_recall, encode_images, encode_texts, zero_shot_classifier, zero_shot_predict
-from mmcourse.train import History, evaluating, fit, module_device, seeded
+from mmcourse.train import History, evaluating, fit, iterate_minibatches, module_device, seeded
 
 __all__ = [
     "STRATEGIES", "MatchingHead", "AttributeHead", "implicit_matching_loss", "explicit_attribute_loss",
     "labelled_scene_text_pairs", "Aligner", "build_aligner", "Snapshot", "AlignmentHistory", "train_alignment",
     "embed_captions", "alignment_metrics", "BoundEncoder", "build_bound_encoder", "binding_pairs", "bind_modality",
+    "implicit_negative_census", "cosine_spread", "plot_space", "plot_snapshot",
 ]
 
 STRATEGIES: tuple[str, ...] = ("implicit", "explicit", "contrastive")
@@ -602,3 +603,108 @@ def bind_modality(
     )
     model.eval()
     return history
+
+
+# ---------------------------------------------------------------------------------------------------- bookkeeping
+
+
+def implicit_negative_census(data: dict[str, torch.Tensor], *, steps: int = 200, batch_size: int = 64,
+                             seed: int = 0) -> dict[str, float]:
+    """What the mismatched pairs of implicit training were: replays the minibatches and text choices that
+    :func:`train_alignment` draws for ``seed`` (the shuffling of :func:`~mmcourse.train.fit`, the same text draws)
+    and sorts each rolled-by-one pair (image ``i``, text of scene ``i − 1``) of every step.
+
+    Returns:
+        shares of all mismatched pairs: ``other_color`` (the colour alone tells it is no match), ``same_color_other
+        _shape`` (only the shape tells), ``same_class_other_words`` (a true description in other words, labelled no
+        match), ``same_text`` (word for word the true caption, labelled a match); they sum to 1.
+    """
+    n = check_scene_text_pairs(data, minimum=2)
+    check_positive(steps, "steps", integer=True)
+    counts = dict.fromkeys(("other_color", "same_color_other_shape", "same_class_other_words", "same_text"), 0)
+    choice_generator = torch.Generator().manual_seed(seed + 1)
+    batch_generator = torch.Generator().manual_seed(seed)  # fit's minibatch order for this seed
+    labels = {k: data[k] for k in ("input_ids", "attention_mask", "counts", "color", "shape")}
+    done = 0
+    while done < steps:
+        for batch in iterate_minibatches(labels, min(batch_size, n), batch_generator):
+            rows, pick = draw_text_choice(batch["counts"], choice_generator)
+            ids, mask = batch["input_ids"][rows, pick], batch["attention_mask"][rows, pick]
+            same_text = ((ids.roll(1, 0) == ids) | (mask.roll(1, 0) == 0) & (mask == 0)).all(dim=1)
+            same_color = batch["color"].roll(1, 0) == batch["color"]
+            same_shape = batch["shape"].roll(1, 0) == batch["shape"]
+            counts["other_color"] += int((~same_color).sum())
+            counts["same_color_other_shape"] += int((same_color & ~same_shape).sum())
+            counts["same_class_other_words"] += int((same_color & same_shape & ~same_text).sum())
+            counts["same_text"] += int((same_color & same_shape & same_text).sum())
+            done += 1
+            if done == steps:
+                break
+    total = sum(counts.values())
+    return {k: v / total for k, v in counts.items()}
+
+
+@torch.no_grad()
+def cosine_spread(image_embeddings: torch.Tensor, text_embeddings: torch.Tensor) -> dict[str, float]:
+    """Mean cosine similarity of two images, of two texts, and of an image with a text (distinct pairs only):
+    ``image_embeddings (N, D)``, ``text_embeddings (M, D)`` (normalised here)."""
+    check_tensor(image_embeddings, "image_embeddings", ndim=2, floating=True)
+    check_tensor(text_embeddings, "text_embeddings", ndim=2, floating=True)
+
+    def mean_off_diagonal(x: torch.Tensor) -> float:
+        sim = x @ x.t()
+        return float((sim.sum() - sim.diagonal().sum()) / (x.size(0) * (x.size(0) - 1)))
+
+    i, t = F.normalize(image_embeddings, dim=-1), F.normalize(text_embeddings, dim=-1)
+    return {"image_image": mean_off_diagonal(i), "text_text": mean_off_diagonal(t),
+            "image_text": float((i @ t.t()).mean())}
+
+
+_MARKERS = {"circle": "o", "square": "s", "triangle": "^", "cross": "P"}
+
+
+def plot_space(ax, image_embeddings: torch.Tensor, text_embeddings: torch.Tensor | None, image_labels: torch.Tensor,
+               title: str) -> None:
+    """Draw a shared space flattened by PCA (:func:`mmcourse.viz.pca.pca_project`): images as small markers,
+    the 24 class prompts (row ``c`` = class ``c`` = colour-major colour × shape) as large ones, colour = colour,
+    marker = shape. ``text_embeddings=None`` draws the images alone, with a PCA of their own."""
+    from mmcourse.data import COLOR_RGB
+    from mmcourse.viz.pca import pca_project
+
+    texts = text_embeddings if text_embeddings is not None else image_embeddings[:0]
+    points, pca = pca_project(torch.cat([image_embeddings, texts]).float(), k=2)
+    image_points, text_points = points[: len(image_embeddings)], points[len(image_embeddings):]
+    for shape_id, shape in enumerate(SHAPES):
+        for color_id, color in enumerate(COLORS):
+            label = color_id * len(SHAPES) + shape_id
+            pick = image_labels == label
+            ax.scatter(image_points[pick, 0], image_points[pick, 1], s=14, alpha=0.55, color=COLOR_RGB[color],
+                       marker=_MARKERS.get(shape, "o"), linewidths=0)
+            if text_embeddings is not None:
+                ax.scatter(text_points[label, 0], text_points[label, 1], s=110, color=COLOR_RGB[color],
+                           marker=_MARKERS.get(shape, "o"), edgecolors="black", linewidths=1.2)
+    share = float(pca.explained_variance_ratio.sum())
+    ax.set_title(f"{title}\n(2 PCs keep {share:.0%} of the variance)", fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def plot_snapshot(snapshot: Snapshot, image_labels: torch.Tensor, title: str, temperature: float = 0.05):
+    """A :class:`Snapshot` drawn twice: its space (:func:`plot_space`) and, for each probe image (rows, sorted by
+    class), a softmax over its cosine similarities with the class prompts divided by ``temperature`` (columns):
+    which prompt each image would pick. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    order = torch.argsort(image_labels, stable=True)
+    fig, (ax_space, ax_sim) = plt.subplots(1, 2, figsize=(9, 4.2), gridspec_kw={"width_ratios": [1, 1.1]})
+    plot_space(ax_space, snapshot.image_embeddings, snapshot.text_embeddings, image_labels, title)
+    similarity = snapshot.image_embeddings[order] @ snapshot.text_embeddings.t()
+    probabilities = (similarity / temperature).softmax(dim=1)
+    im = ax_sim.imshow(probabilities.cpu().numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=1,
+                       interpolation="nearest")
+    ax_sim.set_xlabel("class prompt (colour-major: red circle, red square, ...)")
+    ax_sim.set_ylabel("probe image (sorted by class)")
+    ax_sim.set_title(f"softmax over prompts of cosine / {temperature}", fontsize=9)
+    fig.colorbar(im, ax=ax_sim, fraction=0.046, pad=0.04)
+    fig.tight_layout()
+    return fig

@@ -11,8 +11,11 @@ Chapter 3 tests that claim on a question that needs exactly this: to decide whet
   the colour of the object pixels in it, how much of it they cover and where the patch is, then embedded by a
   small MLP. Tokens never mix patches, so a cross-attention weight on a token *is* attention to that image square
   (faithful heat-maps), and the vision problem is made easy on purpose: the models differ only in how they fuse.
-* :func:`build_fusion_model`, :func:`train_fusion` — the three fusion classifiers of :mod:`mmcourse.models.fusion` on
-  these tokens and a small text transformer, trained for a fixed number of steps.
+* :func:`build_fusion_model`, :func:`fusion_loss`, :func:`train_fusion` — the three fusion classifiers of
+  :mod:`mmcourse.models.fusion` on these tokens and a small text transformer, trained for a fixed number of steps
+  (the chapter shows the forwards and the loss as code; ``tests/test_ch03_lesson.py`` checks they agree);
+* :func:`fusion_seed_sweep`, :func:`plot_fusion_curves` — the comparison over several seeds at matched sizes, and its
+  learning curves.
 """
 
 from __future__ import annotations
@@ -37,8 +40,9 @@ from mmcourse.nn.encoders import EncoderOutput, TextTransformer
 from mmcourse.train import History, evaluating, fit, module_device, seeded
 
 __all__ = [
-    "FUSION_KINDS", "left_of_questions", "PatchStatsEncoder", "build_fusion_model", "train_fusion", "fusion_accuracy",
-    "patch_heatmaps", "word_patch_attention", "upsample_heatmap", "attention_mass", "show_word_attention",
+    "FUSION_KINDS", "left_of_questions", "PatchStatsEncoder", "build_fusion_model", "fusion_loss", "train_fusion",
+    "fusion_accuracy", "parameter_count", "fusion_seed_sweep", "plot_fusion_curves", "patch_heatmaps",
+    "word_patch_attention", "upsample_heatmap", "attention_mass", "show_word_attention",
 ]
 
 _MODEL_INPUTS = ("images", "input_ids", "attention_mask", "labels")
@@ -167,6 +171,7 @@ def build_fusion_model(
     num_heads: int = 4,
     max_len: int = 12,
     num_classes: int = 2,
+    hidden_dim: int = 128,
     seed: int = 0,
 ) -> nn.Module:
     """A fusion classifier of ``kind`` (``"late"``, ``"early"`` or ``"cross"``) on :class:`PatchStatsEncoder`
@@ -174,6 +179,7 @@ def build_fusion_model(
 
     ``"cross"`` is a :class:`mmcourse.models.fusion.CrossAttentionFusionClassifier` with ``fusion_depth`` layers (two:
     the first lets each word find its object, the second lets ``[CLS]`` compare what the words found).
+    ``hidden_dim`` is the width of the early/late fusion MLP heads (raise it to match the cross model's size).
     ``seed`` seeds the initial weights, so a model does not depend on the random state left by earlier code.
     """
     check_choice(kind, "kind", FUSION_KINDS)
@@ -181,11 +187,17 @@ def build_fusion_model(
         image_encoder = PatchStatsEncoder(image_size, patch_size, dim)
         text_encoder = TextTransformer(vocab_size, dim, text_depth, num_heads, max_len=max_len)
         if kind == "late":
-            return LateFusionClassifier(image_encoder, text_encoder, num_classes)
+            return LateFusionClassifier(image_encoder, text_encoder, num_classes, hidden_dim=hidden_dim)
         if kind == "early":
-            return EarlyFusionClassifier(image_encoder, text_encoder, num_classes)
+            return EarlyFusionClassifier(image_encoder, text_encoder, num_classes, hidden_dim=hidden_dim)
         return CrossAttentionFusionClassifier(image_encoder, text_encoder, num_classes, depth=fusion_depth,
                                               num_heads=num_heads)
+
+
+def fusion_loss(model: nn.Module, batch: dict) -> torch.Tensor:
+    """One training step's loss: cross-entropy of ``model(images, input_ids, attention_mask)`` against ``labels``."""
+    logits = model(batch["images"], batch["input_ids"], batch["attention_mask"])  # (B, num_classes)
+    return F.cross_entropy(logits, batch["labels"])
 
 
 def train_fusion(
@@ -211,12 +223,7 @@ def train_fusion(
         the :class:`mmcourse.train.History`; the model is left in ``eval()`` mode.
     """
     tensors = _model_inputs(data)
-
-    def step(m, batch):
-        logits = m(batch["images"], batch["input_ids"], batch["attention_mask"])
-        return F.cross_entropy(logits, batch["labels"])
-
-    history = fit(model, step, tensors, steps=steps, batch_size=batch_size, lr=lr, lr_schedule="cosine",
+    history = fit(model, fusion_loss, tensors, steps=steps, batch_size=batch_size, lr=lr, lr_schedule="cosine",
                   warmup_steps=warmup_steps, seed=seed, eval_fn=eval_fn, eval_every=eval_every, device=device)
     model.eval()
     return history
@@ -232,6 +239,72 @@ def _model_inputs(data: dict) -> dict:
 def fusion_accuracy(model: nn.Module, data: dict) -> float:
     """Fraction of ``data["labels"]`` the classifier predicts (eval mode; other keys of ``data`` are ignored)."""
     return classifier_accuracy(model, _model_inputs(data))
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def fusion_seed_sweep(
+    train: dict,
+    test: dict,
+    vocab_size: int,
+    *,
+    kinds: Sequence[str] = FUSION_KINDS,
+    seeds: Sequence[int] = (0, 1, 2),
+    steps: int = 400,
+    hidden_dims: dict | None = None,
+    eval_every: int = 50,
+    device: torch.device | str | None = None,
+    **build_kwargs,
+) -> dict:
+    """Train every fusion ``kind`` once per seed (the seed sets both the initial weights and the batch order).
+
+    Args:
+        train, test: question sets from :func:`left_of_questions`; vocab_size: the tokenizer's.
+        hidden_dims: ``kind → hidden_dim`` of :func:`build_fusion_model` (to match the models' sizes).
+        steps, eval_every, device: see :func:`train_fusion`; build_kwargs: passed to :func:`build_fusion_model`.
+    Returns:
+        dict with ``"accuracy"`` (``kind → [test accuracy per seed]``), ``"curves"`` (``kind → [History per
+        seed]``, test accuracy every ``eval_every`` steps), ``"params"`` (``kind → parameter count``),
+        ``"models"`` (``kind → [trained model per seed]``) and ``"seeds"``.
+    """
+    hidden_dims = hidden_dims or {}
+    result: dict = {"accuracy": {}, "curves": {}, "params": {}, "models": {}, "seeds": list(seeds)}
+    for kind in kinds:
+        for seed in seeds:
+            model = build_fusion_model(kind, vocab_size, hidden_dim=hidden_dims.get(kind, 128), seed=seed,
+                                       **build_kwargs)
+            history = train_fusion(model, train, steps=steps, seed=seed, eval_every=eval_every, device=device,
+                                   eval_fn=lambda m: fusion_accuracy(m, test))
+            result["params"][kind] = parameter_count(model)
+            result["models"].setdefault(kind, []).append(model)
+            result["curves"].setdefault(kind, []).append(history)
+            result["accuracy"].setdefault(kind, []).append(history.last("eval"))  # after the last step
+    return result
+
+
+def plot_fusion_curves(sweep: dict, title: str = "Is the X left of the Y?", figsize=(9.5, 3.0)):
+    """Test accuracy against training step, one panel per fusion kind, one line per seed (from
+    :func:`fusion_seed_sweep`). Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    kinds = list(sweep["curves"])
+    fig, axes = plt.subplots(1, len(kinds), figsize=figsize, sharey=True, squeeze=False)
+    names = {"late": "late fusion", "early": "early fusion", "cross": "cross-attention fusion"}
+    for ax, kind in zip(axes[0], kinds):
+        for seed, history in zip(sweep["seeds"], sweep["curves"][kind]):
+            ax.plot(history.eval_steps, history.eval_metrics["eval"], marker="o", ms=3, label=f"seed {seed}")
+        ax.axhline(0.5, color="gray", lw=0.8, ls="--")
+        ax.set_title(f"{names.get(kind, kind)} ({sweep['params'][kind]:,} params)", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.set_ylim(0.4, 1.05)
+    axes[0][0].set_ylabel("test accuracy")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def patch_heatmaps(weights: torch.Tensor, head: int | None = None) -> torch.Tensor:

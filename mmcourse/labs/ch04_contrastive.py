@@ -4,6 +4,9 @@
   :func:`effective_negatives`, :func:`temperature_sweep`, and their figures (:func:`show_softmax_temperatures`,
   :func:`show_temperature`, :func:`show_temperature_sweep`).
 * Prompts — :func:`zero_shot_template_accuracies`: zero-shot accuracy of each template alone and of the ensemble.
+* Training curves — :func:`show_training` (loss and learnt temperature per step) and
+  :func:`show_template_accuracies` (zero-shot accuracy of each template during training), from the log of the
+  chapter's visible training loop.
 * The bag-of-words effect — :func:`negative_caption_test` (does an image prefer its caption to a hard negative of
   each kind of :data:`RELATIONAL_NEGATIVE_KINDS`?) and :func:`relational_retrieval` (two-object captions).
 
@@ -32,7 +35,7 @@ from mmcourse.retrieval import (
 __all__ = [
     "zero_shot_template_accuracies", "RELATIONAL_NEGATIVE_KINDS", "negative_caption_test", "relational_retrieval",
     "scaled_softmax", "negative_weights", "effective_negatives", "temperature_sweep", "show_softmax_temperatures",
-    "show_temperature", "show_temperature_sweep",
+    "show_temperature", "show_temperature_sweep", "show_training", "show_template_accuracies",
 ]
 
 
@@ -415,4 +418,65 @@ def show_temperature_sweep(sweeps: dict[str, dict[str, list[float]]], mark: floa
         if mark is not None and math.isfinite(mark):
             ax.axvline(mark, color="gray", ls="--", lw=0.8)
     axes[0].legend(fontsize=8)
+    return fig
+
+
+def _smoothed(values: Sequence[float], window: int) -> list[float]:
+    """Running mean over the last ``window`` values."""
+    return [sum(values[max(0, i + 1 - window) : i + 1]) / min(i + 1, window) for i in range(len(values))]
+
+
+def show_training(log: dict, floor: float | None = None, window: int = 20):
+    """The chapter's training log: loss per step (and its running mean), and the temperature ``1 / logit scale``.
+
+    Args:
+        log: ``{"loss": [...], "logit_scale": [...]}``, one value per step (the notebook's ``train_clip`` log).
+        floor: a loss level to draw as a dashed line (the false-negative floor).
+        window: the running mean's window.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(log, dict) or not log.get("loss") or len(log.get("logit_scale", [])) != len(log["loss"]):
+        raise ValueError("log must hold equally long, non-empty lists 'loss' and 'logit_scale'")
+    check_positive(window, "window", integer=True)
+    steps = range(1, len(log["loss"]) + 1)
+    fig, (ax_loss, ax_scale) = plt.subplots(1, 2, figsize=(10, 3.2), constrained_layout=True)
+    ax_loss.plot(steps, log["loss"], lw=0.8, alpha=0.5, label="loss per step")
+    ax_loss.plot(steps, _smoothed(log["loss"], window), lw=2, label=f"mean of {window} steps")
+    if floor is not None:
+        ax_loss.axhline(floor, color="gray", ls="--", lw=1, label="false-negative floor")
+    ax_loss.set_xlabel("training step")
+    ax_loss.set_ylabel("contrastive loss")
+    ax_loss.set_title("TinyCLIP: symmetric InfoNCE loss")
+    ax_loss.legend(fontsize=8)
+    ax_scale.plot(steps, [1 / s for s in log["logit_scale"]])
+    ax_scale.set_xlabel("training step")
+    ax_scale.set_ylabel("temperature = 1 / logit scale")
+    ax_scale.set_title("The learnt temperature")
+    return fig
+
+
+def show_template_accuracies(evaluations: dict[int, dict[str, float]], chance: float | None = None):
+    """Zero-shot accuracy of each prompt template and of their ensemble at each evaluated step.
+
+    Args:
+        evaluations: ``{step: {template: accuracy, ..., "ensemble": accuracy}}``.
+        chance: drawn as a dashed line.
+    """
+    import matplotlib.pyplot as plt
+
+    if not isinstance(evaluations, dict) or not evaluations:
+        raise ValueError("evaluations must be a non-empty dict step -> {template: accuracy}")
+    steps = sorted(evaluations)
+    fig, ax = plt.subplots(figsize=(6.5, 3.4))
+    for name in evaluations[steps[0]]:
+        style = dict(lw=2.5, color="black") if name == "ensemble" else dict(lw=1, alpha=0.8)
+        label = name if name == "ensemble" else repr(name)
+        ax.plot(steps, [evaluations[s][name] for s in steps], marker="o", ms=3, label=label, **style)
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls="--", lw=0.8, label="chance")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("zero-shot accuracy")
+    ax.set_title("Zero-shot colour + shape: single templates and their ensemble")
+    ax.legend(fontsize=8)
     return fig

@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -33,6 +34,14 @@ from mmcourse.retrieval import recall_at_k, recall_both_ways
 from mmcourse.train import History, evaluating, fit, module_device, seeded
 
 __all__ = [
+    "BASE_CHECKPOINT",
+    "BASE_CONFIG",
+    "BASE_STEPS",
+    "chapter_world",
+    "pretrain_base",
+    "load_base",
+    "itm_heldout_accuracy",
+    "plot_compositionality",
     "prepare_data",
     "HardNegativeBatches",
     "train_albef",
@@ -259,6 +268,54 @@ def train_albef(
     )
 
 
+# ---------------------------------------------------------------------------------------------- the base model
+BASE_CHECKPOINT = Path(__file__).with_name("ch05_base.pt")
+"""Chapter 5's pretrained base model (``state_dict``, ≈ 0.4 MB), written by ``python -m
+mmcourse.labs.ch05_pretraining`` (:func:`pretrain_base`, fixed seed)."""
+
+BASE_CONFIG: dict = dict(image_size=24, cnn_width=8, cnn_convs=2, dim=32, embed_dim=32, text_depth=1, num_heads=2,
+                         max_len=12, captioner=True, caption_depth=2, coordinates=False, image_layers=0)
+"""The base :class:`ALBEF` of chapter 5: a plain SmallCNN (no coordinate channels, no context layer — the image
+tower that learns shapes fastest, ``benchmarks/bench_attribute_probe.py``), one text layer, a caption decoder."""
+
+BASE_STEPS = 1200
+"""ITC steps (batches of 64, random) that pretrain the base."""
+
+
+def chapter_world():
+    """Chapter 5's data: 3,000 two-object ShapesWorld scenes at 24 px (seed 0), and its tokenizer."""
+    from mmcourse.data import ShapesWorld, Tokenizer
+
+    world = ShapesWorld(3000, image_size=24, min_objects=2, max_objects=2, seed=0)
+    return world, Tokenizer.from_world(world)
+
+
+def pretrain_base(steps: int = BASE_STEPS, seed: int = 0, device=None) -> tuple[ALBEF, History]:
+    """Chapter 4's recipe, longer: :data:`BASE_CONFIG` trained with ITC alone (random batches of 64, no hard
+    negatives) for ``steps`` steps on the training scenes of :func:`chapter_world` (:func:`relational_split`)."""
+    world, tokenizer = chapter_world()
+    train_idx, _ = relational_split(world, gallery_size=200, seed=0)
+    data = prepare_data(world, tokenizer, train_idx, max_len=12)
+    with seeded(seed):
+        model = ALBEF(tokenizer.vocab_size, **BASE_CONFIG)
+    history = train_albef(model, data, objectives=("itc",), steps=steps, batch_size=64, use_negatives=False,
+                          seed=seed, device=device)
+    return model.cpu(), history
+
+
+def load_base(vocab_size: int, path: str | Path = BASE_CHECKPOINT, device=None) -> ALBEF:
+    """The pretrained base (:data:`BASE_CONFIG`) from ``path``; retrained with :func:`pretrain_base` (a few minutes
+    on a CPU) when the file is missing."""
+    if Path(path).exists():
+        with seeded(0):
+            model = ALBEF(vocab_size, **BASE_CONFIG)
+        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    else:
+        print(f"{Path(path).name} not found: pretraining the base model ({BASE_STEPS} steps)")
+        model, _ = pretrain_base()
+    return model.to(device or "cpu").eval()
+
+
 # ---------------------------------------------------------------------------------------------- evaluation
 def embed(model: ALBEF, data: dict[str, torch.Tensor], batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """ITC embeddings of every image and caption in ``data``: ``(N, E)`` and ``(N, E)`` on the model's device
@@ -475,6 +532,39 @@ def predict_masked_words(
     return logits[rows.to(device), positions.to(device)].argmax(dim=-1).to(input_ids.device)
 
 
+def itm_heldout_accuracy(model: ALBEF, data: dict[str, torch.Tensor], seed: int = 0) -> dict[str, float]:
+    """ITM accuracy on a *balanced* held-out set built from ``data`` (N scenes with cached ``image_tokens``):
+    the N true pairs, and N non-matching pairs mined from the model's ITC similarity as in training (for the first
+    half of the captions a negative image, for the second half of the images a negative caption; never a pair
+    stating the same fact, ``group_ids``). Always answering "no" (or "yes") scores 0.5.
+
+    Returns ``{"accuracy", "positives" (share of true pairs called a match), "negatives" (share of non-matching
+    pairs called no match)}``.
+    """
+    from mmcourse.objectives.itm import sample_hard_negatives
+
+    for key in ("image_tokens", "input_ids", "attention_mask", "group_ids"):
+        if key not in data:
+            raise ValueError(f"data must hold {key!r} (see prepare_data, cache_image_tokens), got keys {sorted(data)}")
+    device = module_device(model)
+    image_tokens = data["image_tokens"].to(device)
+    ids, mask, groups = (data[k].to(device) for k in ("input_ids", "attention_mask", "group_ids"))
+    with evaluating(model):
+        text_tokens = model.text_tokens(ids, mask)
+        text_emb = model.text_embedding(text_tokens, mask)
+        similarity = model.logit_scale() * model.image_embedding(image_tokens) @ text_emb.t()
+        generator = torch.Generator().manual_seed(seed)
+        negative_image = sample_hard_negatives(similarity.t().cpu(), groups.cpu(), generator).to(device)
+        negative_text = sample_hard_negatives(similarity.cpu(), groups.cpu(), generator).to(device)
+        n, half = ids.shape[0], ids.shape[0] // 2
+        every = torch.arange(n, device=device)
+        image_index = torch.cat([every, negative_image[:half], every[half:]])
+        text_index = torch.cat([every, every[:half], negative_text[half:]])
+        says_match = model.itm_logits(image_tokens[image_index], text_tokens[text_index], mask[text_index]).argmax(1)
+    positives, negatives = float(says_match[:n].float().mean()), float((says_match[n:] == 0).float().mean())
+    return {"accuracy": (positives + negatives) / 2, "positives": positives, "negatives": negatives}
+
+
 TWIN_SCORES: tuple[str, ...] = ("itc", "itm", "itm+itc")
 
 
@@ -577,6 +667,20 @@ COMPOSITIONALITY_SETTINGS: dict[str, dict] = {
         "train_twins": True,
         "hard_fraction": 0.5,
     },
+    "ITC + ITM, negatives mined from ITC similarity, top-k re-ranked by ITM + ITC": {
+        "objectives": ("itc", "itm"),
+        "use_negatives": False,
+        "rerank": True,
+        "rerank_score": "itm+itc",
+    },
+    "ITC + rule-made twins of colour swaps only": {
+        "objectives": ("itc",),
+        "use_negatives": True,
+        "negative_kinds": ("swap_colors",),
+        "train_twins": True,
+        "twin_kinds": ("swap_colors",),
+        "hard_fraction": 0.5,
+    },
     "ITC + ITM with hard negatives, top-k re-ranked by ITM + ITC": {
         "objectives": ("itc", "itm"),
         "use_negatives": True,
@@ -590,8 +694,10 @@ COMPOSITIONALITY_SETTINGS: dict[str, dict] = {
 """The ways of training chapter 5 compares (see :func:`compositionality_experiment`): objectives, whether the
 hard-negative captions are used, extra model arguments, whether ITM re-ranks the ITC top-k (and with which score,
 see :func:`itm_rerank`), whether the :func:`counterfactual_twins` of the training scenes join the training data
-(``train_twins``: hard negative *images*), and the share of each minibatch filled with hard-negative partners
-(``hard_fraction``, see :class:`HardNegativeBatches`)."""
+(``train_twins``: hard negative *images*; ``twin_kinds``, default all of :data:`TWIN_KINDS`), which hard-negative
+caption kinds it trains with (``negative_kinds``, default the experiment's), and the share of each minibatch filled
+with hard-negative partners (``hard_fraction``, see :class:`HardNegativeBatches`). Without ``use_negatives`` and
+``train_twins``, ITM's negatives are mined from the ITC similarity of the batch (ALBEF's rule)."""
 
 DEFAULT_SETTINGS: tuple[str, ...] = (
     "ITC",
@@ -622,6 +728,7 @@ def compositionality_experiment(
     test_twins: Sequence[str] = (),
     world=None,
     base_model: ALBEF | None = None,
+    split_seed: int | None = None,
 ) -> dict:
     """Chapter 5's compositionality lesson, measured: two-object relational retrieval under several trainings.
 
@@ -647,6 +754,9 @@ def compositionality_experiment(
     image encoder frozen (:func:`freeze_image_encoder`; image tokens are computed once, :func:`cache_image_tokens`),
     so the settings differ only in how the text side, the projections and the fusion are trained. Train it on the
     first list of :func:`relational_split` only.
+
+    ``split_seed`` (default ``seed``) fixes the train/test split alone, so that other ``seed`` values change only
+    the initialisation, the batches and the random draws (keep it where ``base_model`` was trained).
 
     With ``eval_every``, text→image R@1 is also measured during training (``histories[s].eval_metrics``) and each
     row tells the first measured step with R@1 >= 0.9 and the training time up to it (evaluation time excluded).
@@ -682,14 +792,19 @@ def compositionality_experiment(
         raise ValueError("world must hold two-object scenes only (min_objects=max_objects=2)")
     image_size = world.image_size
     tokenizer = Tokenizer.from_world(world)
-    train_idx, test_idx = relational_split(world, gallery_size, seed)
-    train_variants = {
-        False: prepare_data(world, tokenizer, train_idx, tuple(negative_kinds), max_len=12),
-    }
-    if any(COMPOSITIONALITY_SETTINGS[name].get("train_twins") for name in settings):
-        train_variants[True] = prepare_data(
-            world, tokenizer, train_idx, tuple(negative_kinds), max_len=12, twins=TWIN_KINDS
-        )
+    train_idx, test_idx = relational_split(world, gallery_size, seed if split_seed is None else split_seed)
+
+    def variant_key(spec: dict) -> tuple:  # (negative caption kinds, twin kinds) of a setting's training data
+        twins = tuple(spec.get("twin_kinds", TWIN_KINDS)) if spec.get("train_twins") else ()
+        return tuple(spec.get("negative_kinds", negative_kinds)), twins
+
+    train_variants = {}
+    for name in settings:
+        key = variant_key(COMPOSITIONALITY_SETTINGS[name])
+        if key not in train_variants:
+            train_variants[key] = prepare_data(world, tokenizer, train_idx, key[0], max_len=12, twins=key[1])
+            if key[1] and set(key[1]) == {"swap_colors"}:  # batch partners: colour swaps only, never relations
+                train_variants[key] = _colour_swap_partners(train_variants[key], world, tokenizer)
     test = prepare_data(world, tokenizer, test_idx, (), max_len=12, twins=tuple(test_twins))
     if base_model is not None:  # the frozen image encoder gives every setting the same tokens: compute them once
         train_variants = {key: cache_image_tokens(base_model, value) for key, value in train_variants.items()}
@@ -722,7 +837,7 @@ def compositionality_experiment(
 
             history = train_albef(
                 model,
-                train_variants[bool(spec.get("train_twins"))],
+                train_variants[variant_key(spec)],
                 objectives=spec["objectives"],
                 steps=steps,
                 batch_size=batch_size,
@@ -852,6 +967,40 @@ def captioning_experiment(
     return {"rows": rows, "models": models, "tokenizer": tokenizer, "world": world, "test": test_idx}
 
 
+def plot_compositionality(table: dict[str, Sequence[float]], columns: Sequence[str], chance: Sequence[float],
+                          title: str = "Twin group scores after 220 more steps"):
+    """Grouped bars: one group per column (e.g. relation twins, colour twins), one bar per setting (``table``: name
+    → one value per column), a dashed line at each column's chance level. Returns the figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3.4))
+    colors = ["#bdbdbd", "#fd8d3c", "#2171b5", "#6baed6", "#74c476", "#9e9ac8"]
+    width = 0.8 / len(table)
+    for r, (name, values) in enumerate(table.items()):
+        ax.bar([k + r * width for k in range(len(columns))], values, width, color=colors[r % len(colors)], label=name)
+    for k, level in enumerate(chance):
+        ax.hlines(level, k - width / 2, k + 0.8 - width / 2, colors="k", linestyles="--", lw=1,
+                  label="chance" if k == 0 else None)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(columns))], columns)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("group score (share of twin pairs)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
+    fig.tight_layout()
+    return fig
+
+
+def _colour_swap_partners(data: dict[str, torch.Tensor], world, tokenizer) -> dict[str, torch.Tensor]:
+    """``data`` with ``bag_ids`` narrowed so that :class:`HardNegativeBatches` pairs a scene only with scenes of the
+    same colours, shapes *and* caption without its colour words ("a circle left of a square"): partners then differ
+    by the colours' binding alone, never by the relation."""
+    colours = set(world.colors)
+    layouts = [" ".join(w for w in text.split() if w not in colours) for text in tokenizer.decode(data["input_ids"])]
+    codes: dict = {}
+    bags = [codes.setdefault((b, layout), len(codes)) for b, layout in zip(data["bag_ids"].tolist(), layouts)]
+    return {**data, "bag_ids": torch.tensor(bags)}
+
+
 def _bag_ids(world, indices: list[int]) -> torch.Tensor:
     """Id of each scene's bag of words: its sorted colours and sorted shapes (binding and positions ignored)."""
     idx = torch.tensor(indices, dtype=torch.long)
@@ -859,3 +1008,14 @@ def _bag_ids(world, indices: list[int]) -> torch.Tensor:
     shapes = world.object_shapes[idx].sort(dim=1).values
     codes: dict = {}
     return torch.tensor([codes.setdefault(tuple(b), len(codes)) for b in torch.cat([colors, shapes], 1).tolist()])
+
+
+if __name__ == "__main__":  # python -m mmcourse.labs.ch05_pretraining: (re)make chapter 5's base checkpoint
+    import mmcourse
+
+    mmcourse.setup(0)
+    torch.set_num_threads(1)
+    base, base_history = pretrain_base()
+    torch.save(base.state_dict(), BASE_CHECKPOINT)
+    print(f"wrote {BASE_CHECKPOINT} ({BASE_CHECKPOINT.stat().st_size / 1e6:.2f} MB) after {len(base_history.losses)} "
+          f"steps, final ITC loss {sum(base_history.losses[-20:]) / 20:.3f}")

@@ -21,6 +21,11 @@ referenced by ``scene_ids``), :func:`train_vqa` ``(model, data, *, scenes, steps
 :func:`predict_answers`, :func:`answer_probabilities`, :func:`accuracy_per_type` (accuracy for each question type
 plus ``"all"``) and :class:`QuestionPrior`, the "language prior" baseline (the most frequent training answer of
 each question string, never looking at an image). The model is :class:`mmcourse.models.vqa.VQAModel`.
+
+**Text → image (§5.2).** :func:`object_sprites` cuts the one-object scenes of a ShapesWorld into the window around
+their object (the *sprite*), :func:`train_sprite_decoder` trains :class:`mmcourse.models.generator.SpriteDecoder`
+on them (caption embedding + size → sprite), :func:`scene_background` is the canvas colour the sprites are pasted
+on. :func:`show_texts_under` and :func:`show_image_grid` draw images with texts (captions, answers, titles).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from mmcourse.train import History, evaluating, fit, module_device
 __all__ = [
     "SearchResults", "SearchEngine", "query_mentions", "scene_matches", "relevance_matrix", "show_text_results",
     "show_image_results", "vqa_tensors", "train_vqa", "answer_probabilities", "predict_answers", "accuracy_per_type",
-    "QuestionPrior",
+    "QuestionPrior", "scene_background", "object_sprites", "train_sprite_decoder", "show_texts_under",
+    "show_image_grid",
 ]
 
 
@@ -613,3 +619,119 @@ class QuestionPrior:
             for q, t in zip(questions, data["type_ids"].tolist(), strict=True)
         ]
         return torch.tensor(out, dtype=torch.long)
+
+
+# ------------------------------------------------------------------------------------- text → image (§5.2)
+def scene_background(world) -> torch.Tensor:
+    """The colour ``(3,)`` of a ShapesWorld's empty canvas (the top-left pixel of scene 0)."""
+    return world.images[0, :, 0, 0].clone()
+
+
+def object_sprites(world, indices: Sequence[int], patch: int = 16) -> dict:
+    """The one-object scenes among ``indices``, cut into the window around their object.
+
+    Args:
+        world: a ShapesWorld; indices: candidate scenes (scenes with two objects or more are skipped);
+        patch: side ``P`` of the window (even), in pixels.
+    Returns:
+        ``{"scenes" (N,), "sprites" (N, 3, P, P), "centres" (N, 2) pixel (column, row), "sizes" (N,)}``; the
+        canvas around the image is filled with its background, so that
+        ``SpriteDecoder.paste(sprites, centres, world.image_size, scene_background(world))`` gives the scenes back.
+    """
+    check_positive(patch, "patch", integer=True)
+    if patch % 2:
+        raise ValueError(f"patch must be even, got {patch}")
+    scenes = torch.tensor([int(i) for i in indices if int(world.num_objects[int(i)]) == 1], dtype=torch.long)
+    if len(scenes) == 0:
+        raise ValueError("indices hold no one-object scene")
+    size = world.image_size
+    centres = (world.positions[scenes, 0] * size).floor().long().clamp(0, size - 1)  # (N, 2) column, row
+    background = scene_background(world)[:, None, None]
+    padded = F.pad(world.images[scenes] - background, (patch, patch, patch, patch)) + background
+    half = patch // 2
+    sprites = torch.stack([padded[n, :, y + half : y + half + patch, x + half : x + half + patch]
+                           for n, (x, y) in enumerate(centres.tolist())])  # fmt: skip
+    return {"scenes": scenes, "sprites": sprites, "centres": centres, "sizes": world.object_sizes[scenes, 0].clone()}
+
+
+def train_sprite_decoder(
+    model,
+    data: dict,
+    *,
+    steps: int = 300,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+) -> History:
+    """Train a :class:`~mmcourse.models.generator.SpriteDecoder` (in place) by pixel regression for exactly
+    ``steps`` steps: mean squared error between ``model(text, sizes)`` and the real sprites (AdamW, constant
+    learning rate, no weight decay). The notebook writes the same loop out; both give the same bits.
+
+    Args:
+        data: ``{"text" (N, E), "sizes" (N,), "sprites" (N, 3, P, P)}`` (caption embeddings, e.g. from the frozen
+            TinyCLIP's ``encode_text``; sizes and sprites from :func:`object_sprites`).
+    Returns:
+        the :class:`~mmcourse.train.History`; the model is left in ``eval()`` mode.
+    """
+    from mmcourse.models.generator import SpriteDecoder
+
+    if not isinstance(model, SpriteDecoder):
+        raise TypeError(f"model must be a SpriteDecoder, got {type(model).__name__}")
+    if not isinstance(data, dict) or not {"text", "sizes", "sprites"} <= set(data):
+        raise ValueError("data must be a dict with 'text', 'sizes' and 'sprites'")
+    tensors = {k: data[k] for k in ("text", "sizes", "sprites")}
+    if len({v.size(0) for v in tensors.values()}) != 1:
+        raise ValueError(f"data's tensors must share dim 0, got {[tuple(v.shape) for v in tensors.values()]}")
+
+    def step(m, batch: dict):
+        return F.mse_loss(m(batch["text"], batch["sizes"]), batch["sprites"])
+
+    history = fit(model, step, tensors, steps=steps, batch_size=min(batch_size, len(data["text"])), lr=lr,
+                  weight_decay=0.0, lr_schedule=None, seed=seed, device=device, progress=progress)  # fmt: skip
+    model.eval()
+    return history
+
+
+def show_texts_under(images: torch.Tensor, rows: Sequence[tuple[str, Sequence[str]]], width: int = 26):
+    """One column per image ``(K, 3, H, W)``; under each, one wrapped line ``label: text`` per ``(label, texts)``
+    row (``texts`` has one entry per image). Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    from mmcourse.viz import image_to_numpy
+
+    check_tensor(images, "images", ndim=4, floating=True)
+    for label, texts in rows:
+        if len(texts) != len(images):
+            raise ValueError(f"row {label!r} must hold one text per image ({len(images)}), got {len(texts)}")
+    fig, axes = plt.subplots(1, len(images), figsize=(2.3 * len(images), 3.4), squeeze=False)
+    for k, ax in enumerate(axes[0]):
+        ax.imshow(image_to_numpy(images[k]), interpolation="nearest")
+        ax.axis("off")
+        lines = [textwrap.fill(f"{label}: {texts[k]}", width) for label, texts in rows]
+        ax.text(0.0, -0.04, "\n".join(lines), transform=ax.transAxes, ha="left", va="top", fontsize=7.5)
+    fig.tight_layout()
+    return fig
+
+
+def show_image_grid(images: torch.Tensor, titles: Sequence[str], columns: int = 12, title: str | None = None):
+    """Images ``(K, 3, H, W)`` in a grid of ``columns``, each with a small title. Returns the Figure."""
+    import matplotlib.pyplot as plt
+
+    from mmcourse.viz import image_to_numpy
+
+    check_tensor(images, "images", ndim=4, floating=True)
+    if len(titles) != len(images):
+        raise ValueError(f"titles must hold one title per image ({len(images)}), got {len(titles)}")
+    rows = -(-len(images) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(1.15 * columns, 1.35 * rows), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < len(images):
+            ax.imshow(image_to_numpy(images[k]), interpolation="nearest")
+            ax.set_title(titles[k], fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -40,7 +40,7 @@ from mmcourse.train import History, fit, module_device, seeded
 
 __all__ = [
     "CURES", "describe_tensor", "zero_pad", "bag_of_words", "ImageToTextProjection", "CrossAttentionMatcher",
-    "cure_pairs", "build_cure", "train_cure", "distinct_captions", "caption_scores", "cure_recall",
+    "cure_pairs", "build_cure", "train_cure", "distinct_captions", "caption_scores", "cure_recall", "plot_cures",
 ]
 
 CURES: tuple[str, ...] = ("projection", "cross_attention", "contrastive")
@@ -348,3 +348,40 @@ def cure_recall(model: nn.Module, world, tokenizer, indices: Sequence[int], max_
     out: dict[str, float] = caption_recall(scores, caption_index)
     out["scored_pairs"] = scores.numel() if isinstance(model, CrossAttentionMatcher) else 0
     return out
+
+
+def plot_cures(baseline: dict, runs: dict, passes: dict, num_captions: int, figsize=(11, 3.6)):
+    """Left: Recall@1 both ways of the untrained baseline and of each cure (bars: mean over seeds, dots: seeds);
+    right: the encodings + fusion passes each cure needs to rank the captions for the test images.
+
+    Args:
+        baseline: ``{"i2t_R@1", "t2i_R@1"}`` of the untrained, zero-padded encoders.
+        runs: ``{cure: {seed: cure_recall(...)}}``; passes: ``{cure: number of passes}``.
+        num_captions: the number of distinct captions (chance is its inverse).
+    Returns:
+        the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    names = {"projection": "projection\nlayer", "cross_attention": "cross-modal\nattention",
+             "contrastive": "contrastive\nalignment"}
+    labels = ["zero-padded\n(no cure)"] + [names.get(c, c) for c in runs]
+    fig, (ax_r, ax_cost) = plt.subplots(1, 2, figsize=figsize, gridspec_kw={"width_ratios": [1.6, 1]})
+    for offset, key, label in ((-0.2, "i2t_R@1", "image -> text"), (0.2, "t2i_R@1", "text -> image")):
+        seeds = [[baseline[key]]] + [[r[key] for r in by_seed.values()] for by_seed in runs.values()]
+        ax_r.bar([i + offset for i in range(len(labels))], [sum(v) / len(v) for v in seeds], 0.4, label=label)
+        for i, values in enumerate(seeds):
+            ax_r.plot([i + offset] * len(values), values, "k.", ms=3)
+    ax_r.axhline(1 / num_captions, color="gray", ls=":", label="chance")
+    ax_r.set_xticks(range(len(labels)), labels, fontsize=8)
+    ax_r.set_ylabel(f"Recall@1 ({num_captions} captions)")
+    ax_r.set_ylim(0, 1)
+    ax_r.legend(fontsize=8)
+    ax_r.set_title("Retrieval after training (bars: mean, dots: seeds)")
+    bars = ax_cost.bar(labels[1:], [passes[c] for c in runs], color="#94a3b8")
+    ax_cost.bar_label(bars, [f"{int(passes[c]):,d}" for c in runs], fontsize=8)
+    ax_cost.set_ylabel("encodings + fusion passes")
+    ax_cost.tick_params(axis="x", labelsize=8)
+    ax_cost.set_title(f"Work to rank {num_captions} captions for every test image")
+    fig.tight_layout()
+    return fig

@@ -33,7 +33,7 @@ from mmcourse.train import History, fit, seeded
 __all__ = [
     "simulate_readings", "day_night_std", "inverse_variance_weights", "fuse_inverse_variance", "fused_std",
     "estimate_noise_std", "LinearFusion", "fit_linear_fusion", "GatedFusion", "calibration_data",
-    "build_gated_fusion", "train_gated_fusion", "rmse",
+    "build_gated_fusion", "train_gated_fusion", "rmse", "plot_fusion", "plot_gated_fusion",
 ]
 
 
@@ -298,3 +298,70 @@ def rmse(estimate: torch.Tensor, truth: torch.Tensor) -> float:
     if estimate.numel() == 0:
         raise ValueError("rmse needs at least one sample, got empty tensors")
     return math.sqrt(float((estimate - truth).pow(2).mean()))
+
+
+def plot_fusion(truth: torch.Tensor, camera_noise: float = 1.0, radar_noise: float = 2.0, seed: int = 1):
+    """Simulate a camera and a radar measuring ``truth (N,)`` with the given noise (seeded) and draw the RMSE of
+    each sensor, their average and their inverse-variance fusion (with the theory line), and the error histograms.
+    Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    noise = [camera_noise, radar_noise]
+    sample = simulate_readings(truth, noise, generator=torch.Generator().manual_seed(seed))
+    fused = {"camera": sample[:, 0], "radar": sample[:, 1], "average": sample.mean(dim=1),
+             "inverse-variance": fuse_inverse_variance(sample, noise)}
+    errors = {name: rmse(estimate, truth) for name, estimate in fused.items()}
+    fig, (ax_bar, ax_hist) = plt.subplots(1, 2, figsize=(10, 3.4))
+    colors = ["#60a5fa", "#f59e0b", "#a3a3a3", "#16a34a"]
+    ax_bar.bar(list(errors), list(errors.values()), color=colors)
+    ax_bar.axhline(float(fused_std(noise)), color="black", ls="--", lw=1, label="theory (inverse-variance)")
+    ax_bar.set_ylabel("RMSE (m)")
+    ax_bar.set_ylim(0, 4.2)
+    ax_bar.legend(fontsize=8)
+    ax_bar.set_title(f"camera noise {camera_noise:.1f} m, radar noise {radar_noise:.1f} m", fontsize=10)
+    for name, color in zip(["camera", "radar", "inverse-variance"], [colors[0], colors[1], colors[3]]):
+        ax_hist.hist((fused[name] - truth).cpu().numpy(), bins=60, range=(-8, 8), histtype="step", lw=1.5,
+                     color=color, label=name)
+    ax_hist.set_xlabel("error (m)")
+    ax_hist.set_ylabel("test readings")
+    ax_hist.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_gated_fusion(gated: GatedFusion, estimates: dict, truth: torch.Tensor, light: torch.Tensor,
+                      fixed_camera_weight: float, day_std: float = 0.5, night_std: float = 4.0,
+                      radar_std: float = 1.5):
+    """Left: the weight a gated fusion gives the camera against the light level, next to the oracle's
+    ``σ_r² / (σ_r² + σ_c²)`` and a fixed weighting; right: each estimate's RMSE in five bins of light level.
+
+    Args:
+        estimates: ``{name: (N,) estimate}`` of ``truth (N,)`` at light levels ``light (N,)`` in [0, 1].
+    Returns:
+        the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    levels = torch.linspace(0, 1, 51)
+    with torch.no_grad():
+        gated_weight = gated.weights(levels[:, None])[:, 0]
+    oracle_weight = radar_std**2 / (radar_std**2 + day_night_std(levels, day_std, night_std) ** 2)
+    bins = torch.bucketize(light, torch.linspace(0, 1, 6)[1:-1])
+    fig, (ax_w, ax_e) = plt.subplots(1, 2, figsize=(11, 3.6))
+    ax_w.plot(levels.cpu().numpy(), oracle_weight.cpu().numpy(), "k--", label="oracle (1/sigma^2)")
+    ax_w.plot(levels.cpu().numpy(), gated_weight.cpu().numpy(), label="gated, learned")
+    ax_w.axhline(fixed_camera_weight, color="tab:green", label="fixed inverse-variance")
+    ax_w.set_xlabel("light level (0 = night)")
+    ax_w.set_ylabel("weight given to the camera")
+    ax_w.legend(fontsize=8)
+    ax_w.set_title("How much to trust the camera")
+    centres = (torch.arange(5) + 0.5) / 5
+    for name, estimate in estimates.items():
+        errors = (estimate - truth) ** 2
+        ax_e.plot(centres.cpu().numpy(), [float(errors[bins == b].mean().sqrt()) for b in range(5)], "o-", label=name)
+    ax_e.set_xlabel("light level (bins of 0.2)")
+    ax_e.set_ylabel("RMSE (m)")
+    ax_e.legend(fontsize=8)
+    ax_e.set_title("Error by light level")
+    fig.tight_layout()
+    return fig

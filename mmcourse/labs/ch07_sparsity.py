@@ -40,7 +40,7 @@ from mmcourse.labs.common import (
     tokenize_scene_texts,
 )
 from mmcourse.models.clip import TinyCLIP, build_tiny_clip
-from mmcourse.nn.encoders import ProjectionHead
+from mmcourse.nn.encoders import ProjectionHead, SmallCNN
 from mmcourse.objectives.contrastive import LogitScale, clip_loss
 from mmcourse.retrieval import encode_images, zero_shot_classifier, zero_shot_predict
 from mmcourse.train import History, fit, module_device, seeded
@@ -48,7 +48,9 @@ from mmcourse.train import History, fit, module_device, seeded
 __all__ = [
     "AUGMENTATIONS", "SAFE_AUGMENTATIONS", "SMALL_MODEL", "corrupt_pairing", "augment_images", "world_class_labels",
     "zero_shot_scores", "noisy_scene_text_pairs", "build_small_clip", "transfer_model", "train_on_pairs", "score_pairs",
-    "data_size_curve", "noise_curve",
+    "data_size_curve", "noise_curve", "weak_pairs", "two_views", "ssl_loss", "SSLPretrainer",
+    "pretrain_image_encoder", "seed_spread", "nearest_neighbour_probe", "plot_size_curves", "plot_seed_bars",
+    "plot_weak_pairs",
 ]
 
 AUGMENTATIONS: tuple[str, ...] = ("flip", "shift", "noise", "channel_swap")
@@ -400,6 +402,9 @@ def score_pairs(
     init: TinyCLIP | None = None,
     freeze_encoders: bool = False,
     model_kwargs: dict | None = None,
+    weak_indices: Sequence[int] = (),
+    weak_noise_rate: float = 0.0,
+    image_encoder: nn.Module | None = None,
     **train_kwargs,
 ) -> dict[str, float]:
     """Train once per seed and return the mean :func:`zero_shot_scores` on the test scenes.
@@ -408,6 +413,9 @@ def score_pairs(
     ``use_paraphrases``, ``max_len``), a model — :func:`build_small_clip` (``model_kwargs``) when ``init`` is None,
     else :func:`transfer_model` of ``init`` (``freeze_encoders``) — and :func:`train_on_pairs` with
     ``train_kwargs`` (``steps``, ``batch_size``, ``augment``, ``device``, …), all seeded by the seed.
+    With ``weak_indices`` the pairs are :func:`weak_pairs` instead: the (clean) ``train_indices`` plus those
+    scenes, a fraction ``weak_noise_rate`` of them mismatched. ``image_encoder`` (e.g. from
+    :func:`pretrain_image_encoder`) gives a from-scratch model its weights as a starting point.
 
     Returns:
         ``{"accuracy", "color", "shape"}`` averaged over the seeds.
@@ -419,15 +427,23 @@ def score_pairs(
         raise TypeError(f"init must be a TinyCLIP or None, got {type(init).__name__}")
     if freeze_encoders and init is None:
         raise ValueError("freeze_encoders=True needs a pretrained model in init (random frozen encoders learn nothing)")
+    if image_encoder is not None and init is not None:
+        raise ValueError("image_encoder only applies to a model trained from scratch (init None)")
     if init is not None and model_kwargs:
         raise ValueError(f"model_kwargs {sorted(model_kwargs)} only apply when init is None")
     runs = []
     for seed in (int(s) for s in seeds):
-        data = noisy_scene_text_pairs(world, tokenizer, train_indices, noise_rate=noise_rate,
-                                      use_paraphrases=use_paraphrases, max_len=max_len, seed=seed)
+        if len(weak_indices):
+            data = weak_pairs(world, tokenizer, train_indices, weak_indices, noise_rate=weak_noise_rate,
+                              max_len=max_len, seed=seed)
+        else:
+            data = noisy_scene_text_pairs(world, tokenizer, train_indices, noise_rate=noise_rate,
+                                          use_paraphrases=use_paraphrases, max_len=max_len, seed=seed)
         if init is None:
             model = build_small_clip(tokenizer.vocab_size, image_size=world.images.shape[-1], max_len=max_len,
                                      seed=seed, **(model_kwargs or {}))
+            if image_encoder is not None:
+                model.image_encoder.load_state_dict(image_encoder.state_dict())
         else:
             model = transfer_model(init, freeze_encoders=freeze_encoders, seed=seed)
         train_on_pairs(model, data, seed=seed, **train_kwargs)
@@ -478,3 +494,213 @@ def noise_curve(
         float(rate): score_pairs(world, tokenizer, train_indices, test_indices, noise_rate=float(rate), **score_kwargs)
         for rate in noise_rates
     }
+
+
+# ------------------------------------------------------------------------------------------------ weak supervision
+
+
+def weak_pairs(
+    world,
+    tokenizer,
+    clean_indices: Sequence[int],
+    weak_indices: Sequence[int],
+    *,
+    noise_rate: float,
+    max_len: int = 12,
+    seed: int = 0,
+) -> dict[str, torch.Tensor]:
+    """A few checked pairs plus many cheap, unchecked ones: the data of weak supervision (弱监督).
+
+    The scenes ``clean_indices`` keep their own captions; among the scenes ``weak_indices`` a fraction
+    ``noise_rate`` is mismatched (:func:`corrupt_pairing`, seeded by ``seed``), as in web-scraped pairs.
+
+    Returns:
+        the dict of :func:`noisy_scene_text_pairs` for the clean scenes followed by the weak ones.
+    """
+    clean = noisy_scene_text_pairs(world, tokenizer, clean_indices, max_len=max_len, seed=seed)
+    weak = noisy_scene_text_pairs(world, tokenizer, weak_indices, noise_rate=noise_rate, max_len=max_len, seed=seed)
+    return {key: torch.cat([clean[key], weak[key]]) for key in clean}
+
+
+# ------------------------------------------------------------------------------------------------ self-supervision
+
+
+def two_views(images: torch.Tensor, generator: torch.Generator, kinds: Sequence[str] = SAFE_AUGMENTATIONS):
+    """Two independently augmented copies of ``images (B, 3, H, W)`` (:func:`augment_images`): the two views a
+    self-supervised model must recognise as the same picture."""
+    return augment_images(images, kinds, generator), augment_images(images, kinds, generator)
+
+
+def ssl_loss(encoder: nn.Module, head: nn.Module, images: torch.Tensor, generator: torch.Generator, *,
+             temperature: float = 0.1, kinds: Sequence[str] = SAFE_AUGMENTATIONS) -> torch.Tensor:
+    """SimCLR-style contrast between two views, no captions needed: each view of image ``i`` must pick the other
+    view of image ``i`` among the other views of the batch (InfoNCE both ways, as CLIP's loss between a view and a
+    view instead of an image and a caption).
+
+    ``encoder(images).pooled (B, D)`` → ``head`` → normalised ``(B, E)``; returns the scalar loss.
+    """
+    first, second = two_views(images, generator, kinds)
+    z1 = F.normalize(head(encoder(first).pooled), dim=-1)
+    z2 = F.normalize(head(encoder(second).pooled), dim=-1)
+    logits = z1 @ z2.t() / temperature  # (B, B): view 1 of image i vs view 2 of image j
+    targets = torch.arange(len(images), device=logits.device)
+    return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.t(), targets)) / 2
+
+
+class SSLPretrainer(nn.Module):
+    """An image encoder (a :class:`SmallCNN` the size of :data:`SMALL_MODEL`'s) and the small MLP head its
+    self-supervised loss is computed through (thrown away afterwards, as in SimCLR)."""
+
+    def __init__(self, image_size: int, cnn_width: int = SMALL_MODEL["cnn_width"],
+                 vision_dim: int = SMALL_MODEL["vision_dim"]):
+        super().__init__()
+        self.encoder = SmallCNN(3, cnn_width, vision_dim, image_size)
+        self.head = ProjectionHead(vision_dim, vision_dim, hidden_dim=vision_dim)
+
+
+def pretrain_image_encoder(
+    images: torch.Tensor,
+    *,
+    steps: int = 100,
+    batch_size: int = 64,
+    lr: float = 3e-3,
+    temperature: float = 0.1,
+    kinds: Sequence[str] = SAFE_AUGMENTATIONS,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+) -> tuple[SmallCNN, History]:
+    """Self-supervised pretraining (自监督学习) of an image encoder on unpaired images ``(N, 3, H, W)`` with
+    :func:`ssl_loss`, a fixed number of steps (AdamW, warm-up + cosine, clip at 1, as :func:`train_on_pairs`).
+
+    Returns:
+        the trained encoder (in ``eval()`` mode; its ``pooled`` width is ``SMALL_MODEL["vision_dim"]``, ready for
+        ``model.image_encoder.load_state_dict``) and the :class:`~mmcourse.train.History`.
+    """
+    check_tensor(images, "images", ndim=4, floating=True)
+    check_positive(steps, "steps", integer=True)
+    _check_augmentation_names(kinds, "kinds")
+    with seeded(seed):
+        model = SSLPretrainer(images.size(-1))
+    generator = torch.Generator().manual_seed(seed + 2)
+
+    def step(module: SSLPretrainer, batch):
+        return ssl_loss(module.encoder, module.head, batch[0], generator, temperature=temperature, kinds=kinds)
+
+    history = fit(model, step, (images,), steps=steps, batch_size=min(batch_size, len(images)), lr=lr,
+                  weight_decay=0.05, lr_schedule="cosine", warmup_steps=10, grad_clip=1.0, seed=seed, device=device)
+    model.eval()
+    return model.encoder, history
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+
+
+def seed_spread(runs: dict, key: str = "accuracy") -> tuple[float, float, float]:
+    """``(mean, min, max)`` of ``runs[seed][key]`` over the seeds of ``runs`` (``{seed: scores}``)."""
+    values = [float(run[key]) for run in runs.values()]
+    if not values:
+        raise ValueError("runs must hold at least one seed")
+    return sum(values) / len(values), min(values), max(values)
+
+
+@torch.no_grad()
+def nearest_neighbour_probe(encoder: nn.Module, world, train_indices: Sequence[int],
+                            test_indices: Sequence[int]) -> dict[str, float]:
+    """What an image encoder's features already separate, without any training: each test image takes the colour
+    and the shape of its nearest training image (cosine of the ``pooled`` features).
+
+    Returns ``{"color": …, "shape": …}``, fractions right (chance 1/6 and 1/3 on chapter 7's world).
+    """
+    encoder.eval()
+    device = module_device(encoder)
+    train, test = torch.tensor([int(i) for i in train_indices]), torch.tensor([int(i) for i in test_indices])
+    features = [F.normalize(encoder(world.images[i].to(device)).pooled, dim=-1).cpu() for i in (train, test)]
+    nearest = train[(features[1] @ features[0].t()).argmax(dim=1)]
+    return {name: float((world.attribute(name)[nearest] == world.attribute(name)[test]).float().mean())
+            for name in ("color", "shape")}
+
+
+def plot_size_curves(curves: dict, sizes: Sequence[int], baseline: dict | None = None, figsize=(13, 3.6)):
+    """Zero-shot accuracy against the number of pairs, one panel each for colour+shape, colour, shape.
+
+    Args:
+        curves: ``{label: {seed: {n: scores}}}``: each seed's run as a faint marker, the mean as a line.
+        baseline: scores drawn as a dashed line ("pretrained, no target pairs").
+    Returns:
+        the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=figsize, sharey=True)
+    styles = [("o", "tab:blue"), ("s", "tab:green"), ("^", "tab:red")]
+    for ax, key, title in zip(axes, ["accuracy", "color", "shape"], ["colour and shape", "colour only", "shape only"]):
+        for (label, runs), (marker, color) in zip(curves.items(), styles):
+            for run in runs.values():
+                ax.plot(sizes, [run[n][key] for n in sizes], marker, color=color, alpha=0.35, ms=4)
+            mean = [sum(run[n][key] for run in runs.values()) / len(runs) for n in sizes]
+            ax.plot(sizes, mean, marker + "-", color=color, label=f"{label} (mean of {len(runs)} seeds)")
+        if baseline is not None:
+            ax.axhline(baseline[key], color="tab:orange", ls="--", lw=1, label="pretrained, no target pairs")
+        ax.axhline({"accuracy": 1 / 18, "color": 1 / 6, "shape": 1 / 3}[key], color="gray", ls=":", lw=1,
+                   label="chance")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(list(sizes), [str(n) for n in sizes])
+        ax.set_xlabel("training pairs")
+        ax.set_title(f"zero-shot accuracy: {title}", fontsize=10)
+    axes[0].set_ylabel("accuracy on 300 test scenes")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_seed_bars(results: dict, title: str, figsize=(8, 3.2)):
+    """Bars of the mean accuracy, colour and shape of each variant, with each seed's value as a dot.
+
+    ``results``: ``{variant: {seed: scores}}``. Returns the matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    x = torch.arange(len(results)).float()
+    for offset, key in zip((-0.27, 0.0, 0.27), ("accuracy", "color", "shape")):
+        means = [seed_spread(runs, key)[0] for runs in results.values()]
+        bars = ax.bar(x + offset, means, 0.27, label=key)
+        for i, runs in enumerate(results.values()):
+            ax.plot([float(x[i]) + offset] * len(runs), [run[key] for run in runs.values()], "k.", ms=3)
+        del bars
+    ax.set_xticks(x.tolist(), list(results), fontsize=9)
+    ax.set_ylabel("zero-shot accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8, ncol=3)
+    ax.set_title(title + " (bars: mean, dots: seeds)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_weak_pairs(results: dict, clean_only: dict, num_clean: int, num_weak: int, figsize=(6.5, 3.6)):
+    """Accuracy against the fraction of wrong pairs among the added weak pairs, one line per seed and the mean,
+    with the clean pairs alone as a band (their seed range).
+
+    ``results``: ``{noise_rate: {seed: scores}}``; ``clean_only``: ``{seed: scores}``. Returns the Figure.
+    """
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=figsize)
+    rates = sorted(results)
+    seeds = list(next(iter(results.values())))
+    for seed in seeds:
+        ax.plot(rates, [results[r][seed]["accuracy"] for r in rates], "o", color="tab:red", alpha=0.35, ms=4)
+    ax.plot(rates, [seed_spread(results[r])[0] for r in rates], "o-", color="tab:red",
+            label=f"{num_clean} clean + {num_weak} weak pairs (mean)")
+    mean, low, high = seed_spread(clean_only)
+    ax.axhspan(low, high, color="tab:blue", alpha=0.15)
+    ax.axhline(mean, color="tab:blue", label=f"{num_clean} clean pairs only (mean, band: seed range)")
+    ax.axhline(1 / 18, color="gray", ls=":", lw=1, label="chance")
+    ax.set_xticks(rates, [f"{r:.0%}" for r in rates])
+    ax.set_xlabel("wrong pairs among the added weak pairs")
+    ax.set_ylabel("zero-shot accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    ax.set_title("Weak supervision: adding cheap, unchecked pairs")
+    fig.tight_layout()
+    return fig

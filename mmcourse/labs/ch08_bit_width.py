@@ -290,7 +290,7 @@ def show_quantization_table(rows: Sequence[Mapping], *, title: str = "", latency
     each annotated with its ratio to the first row, the reference ("2.57x smaller", "1.60x faster", "1.2x slower").
 
     Args:
-        rows: ``{"model", "size_mb", latency …}`` rows.
+        rows: ``{"model", "size_mb", latency …}`` rows (a latency of ``None``: drawn as "not timed").
         latency: the latency column to plot (``"image_ms"``, ``"text_ms"``), or ``""`` for size only.
     """
     import matplotlib.pyplot as plt
@@ -299,18 +299,22 @@ def show_quantization_table(rows: Sequence[Mapping], *, title: str = "", latency
     if not rows or not all(isinstance(r, Mapping) and "model" in r and "size_mb" in r for r in rows):
         raise ValueError("rows must be a non-empty list of compare_models rows ('model', 'size_mb', …)")
     if latency and any(latency not in r for r in rows):
-        raise ValueError(f"every row needs the latency column {latency!r} (or pass latency='')")
+        raise ValueError(f"every row needs the latency column {latency!r} (None = not timed; or pass latency='')")
     names = [str(r["model"]) for r in rows]
     panels = [("size_mb", "size on disk (MB)")] + ([(latency, "latency (ms, batch 1)")] if latency else [])
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.5 + 0.45 * len(rows)), squeeze=False)
     for ax, (column, label) in zip(axes[0], panels):
-        values = [float(r[column]) for r in rows]
+        timed = [r[column] is not None for r in rows]
+        values = [float(r[column]) if t else 0.0 for r, t in zip(rows, timed)]
         ax.barh(range(len(rows)), values, color=["gray"] + ["tab:blue"] * (len(rows) - 1))
         ax.set_yticks(range(len(rows)), names)
         ax.invert_yaxis()
         ax.set_xlabel(label)
         better, worse = ("smaller", "larger") if column == "size_mb" else ("faster", "slower")
         for i, v in enumerate(values):
+            if not timed[i]:
+                ax.text(0, i, " not timed", va="center", fontsize=8)
+                continue
             note = f" {v:.0f}"
             if i > 0 and v > 0:
                 ratio = values[0] / v

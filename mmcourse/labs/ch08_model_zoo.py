@@ -7,12 +7,16 @@ exact for the architecture; latency does not depend on the weights' values; only
 pretrained weights.
 
 * :data:`MODEL_ZOO` — ``key → ZooEntry`` (name, Hub id, tier, family, how to build it and feed it).
+* :func:`build_config`, :func:`shallow_config` — an entry's configuration, or a copy with a fraction of its
+  layers (same widths, patches and tokens: each layer costs the same, so timing a quarter-depth copy is a cheap
+  way to compare latencies).
 * :func:`build_model` — a zoo model on CPU (random weights, seeded) or on the ``meta`` device (shapes only, no
   memory: how a 7 B-parameter model is counted on a laptop).
 * :func:`count_parameters` — total and per top-level component (vision / text / fusion …).
 * :func:`example_inputs` — a batch of random inputs of the right shapes.
 * :func:`count_flops` — floating-point operations of one forward pass (torch's ``FlopCounterMode``; on the meta
   device too, so a model too large for the laptop is counted without memory).
+* :func:`show_model_costs` — the chapter's figure: parameters of every entry, latency against GFLOPs of the timed.
 * :func:`model_summary`, :func:`model_table` — parameters, fp32 / INT8 size (``torch.save`` bytes, or an
   estimate for meta-built models), CPU latency of one forward pass at batch 1 and 8, fp32 and INT8
   (:func:`mmcourse.quantization.quantize_dynamic_with_embeddings`).
@@ -34,8 +38,9 @@ from mmcourse._checks import check_choice, check_positive
 from mmcourse.train import seeded
 
 __all__ = [
-    "TIERS", "ZooEntry", "MODEL_ZOO", "get_entry", "build_config", "build_model", "count_parameters",
-    "estimated_size_bytes", "example_inputs", "count_flops", "model_summary", "model_table",
+    "TIERS", "ZooEntry", "MODEL_ZOO", "get_entry", "build_config", "shallow_config", "build_model",
+    "count_parameters", "estimated_size_bytes", "example_inputs", "count_flops", "model_summary", "model_table",
+    "show_model_costs",
 ]
 
 TIERS: tuple[str, ...] = ("small", "medium", "large")
@@ -156,6 +161,23 @@ def build_config(key):
     entry = get_entry(key)
     with _quiet_transformers():
         return getattr(transformers, entry.config_class)(**entry.config_kwargs)
+
+
+def shallow_config(key, depth: float = 0.25):
+    """The entry's config with ``depth`` of the layers of every tower (rounded, at least one), all else unchanged.
+
+    A transformer's layers within a tower are identical, so compute and latency scale with their number: a
+    quarter-depth copy costs about a quarter of the FLOPs and time of the full model, in the same proportions.
+    """
+    import copy
+
+    if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 < depth <= 1:
+        raise ValueError(f"depth must be a fraction in (0, 1], got {depth!r}")
+    config = copy.deepcopy(build_config(key))
+    towers = [getattr(config, name) for name in ("text_config", "vision_config") if hasattr(config, name)]
+    for tower in towers or [config]:
+        tower.num_hidden_layers = max(1, round(tower.num_hidden_layers * depth))
+    return config
 
 
 def build_model(key, *, device: str = "cpu", seed: int = 0, config=None) -> nn.Module:
@@ -379,3 +401,29 @@ def model_table(keys: Sequence[str] | None = None, **summary_kwargs) -> list[dic
     """:func:`model_summary` for several entries (default: the whole zoo, small to large)."""
     keys = list(MODEL_ZOO) if keys is None else list(keys)
     return [model_summary(k, **summary_kwargs) for k in keys]
+
+
+def show_model_costs(zoo: Sequence[Mapping], timed: Sequence[Mapping], *, timed_label: str = ""):
+    """Two panels: parameters of every ``zoo`` row (log scale); latency (``fp32_b1_ms``) against ``gflops`` of the
+    ``timed`` rows. Rows as returned by :func:`model_summary`. Returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    if not zoo or not timed:
+        raise ValueError("zoo and timed must be non-empty lists of model_summary rows")
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6))
+    axes[0].barh([row["model"] for row in zoo], [row["params_m"] for row in zoo], color="tab:gray")
+    axes[0].set_xscale("log")
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("parameters (millions, log scale)")
+    axes[0].set_title("Memory follows parameters")
+    for i, row in enumerate(timed):
+        axes[1].scatter(row["gflops"], row["fp32_b1_ms"], s=40)
+        axes[1].annotate(row["model"], (row["gflops"], row["fp32_b1_ms"]), textcoords="offset points",
+                         xytext=(8, 8 if i % 2 else -12), fontsize=8)
+    axes[1].set_xlabel(f"GFLOPs per image-text pair{timed_label}")
+    axes[1].set_ylabel(f"CPU latency, batch 1 (ms){timed_label}")
+    axes[1].set_xlim(0, max(row["gflops"] for row in timed) * 1.6)
+    axes[1].set_ylim(0, max(row["fp32_b1_ms"] for row in timed) * 1.25)
+    axes[1].set_title("Latency follows computation")
+    fig.tight_layout()
+    return fig

@@ -8,10 +8,19 @@
 * :func:`feature_cosine`, :func:`compare_features` — cosine similarity of embeddings to the float32 model's.
 * :func:`evaluate_zero_shot`, :func:`evaluate_retrieval` — task accuracy of TinyCLIP or an HF CLIP.
 * :func:`compare_models` — all of the above as one table (a list of dict rows).
+* :func:`matmul_speedup`, :func:`matmul_speedup_in_fresh_process` — the ceiling of INT8 speed-ups: the matrix
+  products of one transformer layer (:data:`VIT_B32_LAYER_SHAPES`) in float32 and with torch's INT8 kernels, timed
+  alone — in this process or in a fresh one with some environment variables removed (e.g. the ``MKL_CBWR`` pin).
+* :func:`speedup_text` — ``"2.31x faster"`` / ``"1.20x slower"``: the form the notebooks' sanitize file masks,
+  since speed-ups vary from machine to machine.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Mapping, Sequence
 
 import torch
@@ -25,7 +34,12 @@ from mmcourse.quantization.convert import model_size_bytes
 __all__ = [
     "measure_latency", "compare_latency", "feature_cosine", "compare_features",
     "evaluate_zero_shot", "evaluate_retrieval", "compare_models",
+    "VIT_B32_LAYER_SHAPES", "matmul_speedup", "matmul_speedup_in_fresh_process", "speedup_text",
 ]
+
+#: ``(in_features, out_features)`` of the Linear layers of one CLIP ViT-B/32 image-encoder layer: the query, key,
+#: value and output projections of attention, then the MLP's two layers.
+VIT_B32_LAYER_SHAPES: tuple[tuple[int, int], ...] = ((768, 768),) * 4 + ((768, 3072), (3072, 768))
 
 
 
@@ -222,3 +236,97 @@ def compare_models(
             row.pop(key, None)
         rows.append(row)
     return rows
+
+
+def matmul_speedup(
+    shapes: Sequence[tuple[int, int]] = VIT_B32_LAYER_SHAPES,
+    tokens: int = 50,
+    *,
+    plain_int8: Callable | None = None,
+    warmup: int = 2,
+    repeats: int = 10,
+    rounds: int = 3,
+    seed: int = 0,
+) -> dict[str, Timing]:
+    """Time the matrix products of one layer alone: float32 ``nn.Linear`` vs torch's dynamic INT8 kernels.
+
+    The model-level INT8 speed-up cannot exceed the speed-up of its matrix products (everything else — attention
+    scores, norms, activations — stays float32 on both sides), so ``fp32 / torch INT8`` here is its ceiling.
+
+    Args:
+        shapes: ``(in_features, out_features)`` of the layers, each applied to its own input ``(1, tokens, in)``.
+        tokens: rows per product (50 = one 224-px image through ViT-B/32).
+        plain_int8: optionally ``plain_int8(x (tokens, in), w_q int8 (out, in), w_scale (out,), bias (out,))``
+            — a from-scratch INT8 linear in plain PyTorch — timed on the same layers (``"plain PyTorch INT8"``).
+        warmup, repeats, rounds: see :func:`compare_latency` (median of ``repeats`` after ``warmup``, best round).
+        seed: the random weights and inputs (speed does not depend on the values).
+    Returns:
+        ``{"fp32": Timing, "torch INT8": Timing[, "plain PyTorch INT8": Timing]}``, seconds per pass over all layers.
+    """
+    from mmcourse.quantization import quantize_dynamic, quantize_symmetric
+    from mmcourse.train import seeded
+
+    shapes = [tuple(shape) for shape in shapes]
+    if not shapes or not all(len(shape) == 2 and all(isinstance(n, int) and n > 0 for n in shape)
+                             for shape in shapes):
+        raise ValueError(f"shapes must be a non-empty list of (in_features, out_features), got {shapes!r}")
+    check_positive(tokens, "tokens", integer=True)
+    with seeded(seed):
+        layers = nn.ModuleList(nn.Linear(n_in, n_out) for n_in, n_out in shapes).eval()
+        inputs = [torch.randn(1, tokens, n_in) for n_in, _ in shapes]
+    int8_layers = quantize_dynamic(layers)
+
+    def run(modules):
+        return lambda: [layer(x) for layer, x in zip(modules, inputs)]
+
+    fns = {"fp32": run(layers), "torch INT8": run(int8_layers)}
+    if plain_int8 is not None:
+        packed = [(*quantize_symmetric(layer.weight.detach(), 8, "per_channel"), layer.bias.detach())
+                  for layer in layers]
+        fns["plain PyTorch INT8"] = lambda: [plain_int8(x[0], *p) for p, x in zip(packed, inputs)]
+    return compare_latency(fns, warmup=warmup, repeats=repeats, rounds=rounds)
+
+
+def matmul_speedup_in_fresh_process(unset: Sequence[str] = ("MKL_CBWR",), **kwargs) -> dict[str, float]:
+    """:func:`matmul_speedup` in a fresh Python process whose environment lacks the variables ``unset``.
+
+    Libraries such as MKL read their settings once, when they load, so measuring without a pin needs a new
+    process. Everything else is as here: the other environment variables, the number of threads, and torch's
+    deterministic mode (``mmcourse.setup`` turns it on; it fills new tensors, which costs time in small products).
+    ``kwargs`` go to :func:`matmul_speedup` (not ``plain_int8``).
+    Returns:
+        ``{name: median seconds}`` as :func:`matmul_speedup` measured them there.
+    """
+    if isinstance(unset, str) or not all(isinstance(name, str) for name in unset):
+        raise TypeError(f"unset must be a list of environment variable names, got {unset!r}")
+    if "plain_int8" in kwargs:
+        raise ValueError("plain_int8 cannot be sent to another process")
+    env = {name: value for name, value in os.environ.items() if name not in set(unset)}
+    settings = {"kwargs": kwargs, "threads": torch.get_num_threads(),
+                "deterministic": torch.are_deterministic_algorithms_enabled()}
+    code = "from mmcourse.labs.ch08_quantization import _fresh_process_main; _fresh_process_main()"
+    done = subprocess.run([sys.executable, "-c", code, json.dumps(settings)], env=env, capture_output=True, text=True,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"the fresh process failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _fresh_process_main() -> None:
+    """The fresh process's side of :func:`matmul_speedup_in_fresh_process`: settings from argv, medians to stdout."""
+    settings = json.loads(sys.argv[1])
+    torch.set_num_threads(settings["threads"])
+    if settings["deterministic"]:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    kwargs = settings["kwargs"]
+    if "shapes" in kwargs:
+        kwargs["shapes"] = [tuple(shape) for shape in kwargs["shapes"]]
+    print(json.dumps({name: t.median for name, t in matmul_speedup(**kwargs).items()}))
+
+
+def speedup_text(reference_seconds: float, seconds: float) -> str:
+    """``reference / seconds`` as ``"2.31x faster"`` (>= 1) or ``"1.20x slower"`` (< 1)."""
+    check_positive(reference_seconds, "reference_seconds")
+    check_positive(seconds, "seconds")
+    ratio = reference_seconds / seconds
+    return f"{ratio:.2f}x faster" if ratio >= 1 else f"{1 / ratio:.2f}x slower"

@@ -19,8 +19,11 @@ Objectives (any subset, see :meth:`ALBEF.compute_losses`):
   mined from ITC similarity (:func:`mmcourse.objectives.itm.make_itm_pairs`), or the dataset's hard-negative
   captions as the negative texts (``itm_caption_negatives=True``).
 * ``"mlm"`` — masked language modelling conditioned on the image (:func:`mmcourse.objectives.mlm.mask_tokens`).
-* ``"mim"`` — masked image modelling, SimMIM-style (hidden patches are blanked in pixel space so any image
-  encoder works; :func:`mmcourse.objectives.mim.random_masking`, :func:`mmcourse.objectives.mim.mim_loss`).
+* ``"mim"`` — masked image modelling as in SimMIM (Xie et al., 2022): with the ViT image encoder the hidden
+  patches' embeddings are replaced by one learned ``[MASK]`` token, every patch is encoded, and a light head
+  predicts the pixels; the loss counts the hidden patches only (:func:`mmcourse.objectives.mim.random_masking`,
+  :func:`mmcourse.objectives.mim.mim_loss`). A CNN has no per-patch embedding to replace: with it the hidden cells
+  are blanked in pixel space instead. (ALBEF and BLIP themselves have no MIM head; MAE, BEiT, SimMIM and FLAVA do.)
 * ``"itg"`` — captioning with a decoder that shares the image encoder (:class:`mmcourse.models.captioner.Captioner`).
 
 Preparing ShapesWorld data, training, evaluation and chapter 5's experiments are in
@@ -80,8 +83,8 @@ class ALBEF(nn.Module):
             it keeps where things are (relations need that); ``"pooled"`` — the encoder's pooled vector.
         text_pool: the text embedding is the mean of the real text tokens (``"mean"``: each word, having
             attended to its neighbours, contributes a bound "red circle") or the [CLS] token (``"cls"``).
-        mim: build the MIM decoder; captioner: build the captioning decoder (``caption_depth`` layers; one is
-            enough for ShapesWorld's captions and makes a step cheaper).
+        mim: build the MIM decoder (and, with the ViT, SimMIM's learned mask token); captioner: build the captioning
+            decoder (``caption_depth`` layers; one is enough for ShapesWorld's captions and makes a step cheaper).
         special_ids: ids never masked by MLM.
     """
 
@@ -138,8 +141,10 @@ class ALBEF(nn.Module):
         self.fusion = MultimodalEncoder(dim, fusion_depth, num_heads, mlp_ratio)
         self.itm_head = ITMHead(dim)
         self.mlm_head = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.LayerNorm(dim), nn.Linear(dim, vocab_size))
-        self.mim_decoder = None
+        self.mim_decoder = self.mask_token = None
         if mim:
+            if image_encoder == "vit":
+                self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
             pixels = self.cell_size * self.cell_size * 3
             self.mim_decoder = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, pixels))
         self.captioner = None
@@ -335,13 +340,26 @@ class ALBEF(nn.Module):
             keep = torch.cat([keep, keep_extra], dim=1)
         return clip_loss(logits_i2t, extra, negative_mask=keep)
 
+    def masked_image_tokens(self, images: torch.Tensor, hidden: torch.Tensor) -> torch.Tensor:
+        """Image tokens ``(B, N, dim)`` of ``images (B, 3, S, S)`` with the patches where ``hidden (B, N)`` is 1
+        hidden: SimMIM — with the ViT, their patch embeddings become the learned ``mask_token`` before the
+        transformer reads them; with the CNN (no per-patch embedding) their pixels are blanked."""
+        if self.mask_token is None:
+            patches = patchify(images, self.cell_size)
+            blanked = unpatchify(patches * (1 - hidden).unsqueeze(-1), self.cell_size, self.image_size)
+            return self.image_tokens(blanked)
+        vit = self.image_encoder
+        x = vit.patch_embed(self.visual.encoder_input(images))  # (B, N, dim)
+        x = torch.where(hidden.bool().unsqueeze(-1), self.mask_token.to(x.dtype).expand_as(x), x)
+        x = torch.cat([vit.cls_token.expand(x.size(0), -1, -1), x], dim=1) + vit.pos_embed
+        return self.visual.finish(vit.encoder(x)[:, 1:])
+
     def _mim_loss(self, images: torch.Tensor, mask_ratio: float, generator) -> torch.Tensor:
-        """SimMIM-style: blank random cells of the image, reconstruct their pixels from the image tokens."""
+        """SimMIM: hide random patches, reconstruct their pixels from the image tokens; loss on hidden ones only."""
         check_probability(mask_ratio, "mask_ratio")
         patches = patchify(images, self.cell_size)  # (B, N, c*c*3), one patch per image token
         _, hidden, _ = random_masking(patches, mask_ratio, generator)
-        blanked = unpatchify(patches * (1 - hidden).unsqueeze(-1), self.cell_size, self.image_size)
-        pred = self.mim_decoder(self.image_tokens(blanked))
+        pred = self.mim_decoder(self.masked_image_tokens(images, hidden))
         return mim_loss(pred, patches, hidden)
 
     @torch.no_grad()
@@ -363,8 +381,8 @@ class ALBEF(nn.Module):
                 )
             hidden = hidden.to(patches)
         blanked_patches = patches * (1 - hidden).unsqueeze(-1)
-        blanked = unpatchify(blanked_patches, self.cell_size, self.image_size).to(module_device(self))
-        pred = self.mim_decoder(self.image_tokens(blanked)).to(patches.device)
+        device = module_device(self)
+        pred = self.mim_decoder(self.masked_image_tokens(images.to(device), hidden.to(device))).to(patches.device)
         mixed = torch.where(hidden.bool().unsqueeze(-1), pred, patches)
         unp = lambda p: unpatchify(p, self.cell_size, self.image_size)  # noqa: E731
         return unp(blanked_patches), unp(mixed).clamp(0, 1), hidden

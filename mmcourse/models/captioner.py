@@ -60,15 +60,23 @@ class ImageTokens(nn.Module):
         self.pos = nn.Parameter(torch.randn(1, self.grid_size**2, self.dim) * 0.02)
         self.context = TransformerEncoder(self.dim, layers, num_heads, mlp_ratio) if layers else None
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        if self.coordinates:
-            b, _, h, w = images.shape
-            ys = torch.linspace(-1, 1, h, device=images.device, dtype=images.dtype)
-            xs = torch.linspace(-1, 1, w, device=images.device, dtype=images.dtype)
-            grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W): x then y
-            images = torch.cat([images, grid.expand(b, -1, -1, -1)], dim=1)
-        tokens = tokens_of(self.encoder(images)) + self.pos
+    def encoder_input(self, images: torch.Tensor) -> torch.Tensor:
+        """``images (B, C, S, S)`` as the encoder reads them: with the two coordinate channels appended if any."""
+        if not self.coordinates:
+            return images
+        b, _, h, w = images.shape
+        ys = torch.linspace(-1, 1, h, device=images.device, dtype=images.dtype)
+        xs = torch.linspace(-1, 1, w, device=images.device, dtype=images.dtype)
+        grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"))  # (2, H, W): x then y
+        return torch.cat([images, grid.expand(b, -1, -1, -1)], dim=1)
+
+    def finish(self, encoder_tokens: torch.Tensor) -> torch.Tensor:
+        """The encoder's tokens ``(B, N, D)`` + the position embedding, through the context layers."""
+        tokens = encoder_tokens + self.pos
         return self.context(tokens) if self.context is not None else tokens
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.finish(tokens_of(self.encoder(self.encoder_input(images))))
 
 
 class Captioner(nn.Module):

@@ -97,7 +97,8 @@ def show_scenes(
     wrapped = [textwrap.fill(t, wrap) for t in texts] if texts else None
     text_height = 0.16 * max(t.count("\n") + 1 for t in wrapped) if wrapped else 0.0
     fig, axes = plt.subplots(
-        nrows, ncols, figsize=(cell_size * ncols, (cell_size + text_height) * nrows), squeeze=False
+        nrows, ncols, figsize=(cell_size * ncols, (cell_size + text_height) * nrows), squeeze=False,
+        layout="constrained",  # room for every caption (tight_layout let 3-line captions overlap the row above)
     )
     for ax in axes.flat:
         ax.axis("off")
@@ -108,7 +109,6 @@ def show_scenes(
             ax.set_title(wrapped[k], fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 

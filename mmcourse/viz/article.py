@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
-    "TITLE", "COMPARISON_TABLE", "Milestone", "ERAS", "TIMELINE", "REPRESENTATION_LAYERS", "TRANSFORMER_LAYERS",
-    "RETRIEVAL_FLOW", "TRENDS", "APPLICATIONS", "MODEL_SCALES", "REFERENCES",
+    "TITLE", "COMPARISON_TABLE", "Milestone", "ERAS", "TIMELINE", "REPRESENTATION_LAYERS", "REPRESENTATION_EDGES",
+    "TRANSFORMER_LAYERS", "RETRIEVAL_FLOW", "TRENDS", "APPLICATIONS", "MODEL_SCALES", "REFERENCES",
 ]
 
 TITLE = "多模态技术深度探索：融合视觉与语言的AI新范式 (Multimodal AI: fusing vision and language)"
@@ -44,7 +44,8 @@ ERAS: list[tuple[str, int, int]] = [
     ("multimodal large language models", 2023, 2025),
 ]
 
-#: §1.2, Fig.1 — milestones of multimodal AI (years of first publication).
+#: §1.2, Fig.1 — milestones of multimodal AI (years of first publication). A reconstruction: the article's image
+#: is lost (only its caption survives), so these milestones are the course's, chosen to fit §1.2's text.
 TIMELINE: list[Milestone] = [
     Milestone(1976, "McGurk effect", "seeing lips changes what we hear", ERAS[0][0]),
     Milestone(1989, "AV speech recognition", "lip images help speech recognisers", ERAS[0][0]),
@@ -60,13 +61,27 @@ TIMELINE: list[Milestone] = [
     Milestone(2024, "GPT-4o", "one model for text, vision and audio in real time", ERAS[4][0]),
 ]
 
-#: §2.1, Fig.2 — cross-modal representation learning, layer by layer (bottom to top).
+#: §2.1, Fig.2 — cross-modal representation learning, layer by layer (bottom to top). The article's text keeps only
+#: the figure's boxes grouped by layer (输入层, 编码层 with encoders and features, 融合层, 应用层), not the image:
+#: this table and :data:`REPRESENTATION_EDGES` are a reconstruction from it.
 REPRESENTATION_LAYERS: list[tuple[str, list[str]]] = [
     ("input layer 输入层", ["text data", "image data", "audio data"]),
     ("encoding layer 编码层", ["text encoder", "vision encoder", "audio encoder"]),
-    ("features", ["text features", "visual features", "audio features"]),
-    ("fusion layer 融合层", ["shared representation space", "cross-modal attention"]),
+    ("(encoder outputs)", ["text features", "visual features", "audio features"]),
+    ("fusion layer 融合层", ["shared representation space"]),
+    ("", ["cross-modal attention"]),
     ("application layer 应用层", ["multimodal understanding", "cross-modal retrieval", "multimodal generation"]),
+]
+
+#: Fig.2's arrows, ``(from, to)``: each modality has its own encoder and features; all three features meet in the
+#: shared space, which feeds cross-modal attention, which feeds the three applications.
+REPRESENTATION_EDGES: list[tuple[str, str]] = [
+    *[(f"{m} data", f"{e} encoder") for m, e in (("text", "text"), ("image", "vision"), ("audio", "audio"))],
+    *[(f"{e} encoder", f"{f} features") for e, f in (("text", "text"), ("vision", "visual"), ("audio", "audio"))],
+    *[(f"{f} features", "shared representation space") for f in ("text", "visual", "audio")],
+    ("shared representation space", "cross-modal attention"),
+    *[("cross-modal attention", app) for app in
+      ("multimodal understanding", "cross-modal retrieval", "multimodal generation")],
 ]
 
 #: §3.1, Fig.3 — a multimodal transformer (encoder-decoder with cross-modal attention), bottom to top.

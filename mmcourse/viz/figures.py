@@ -27,7 +27,10 @@ def latin(text: str) -> str:
 
 
 def timeline(milestones: list[article.Milestone] | None = None, eras=None, figsize=(11, 5)):
-    """Fig.1 — the history of multimodal AI as a timeline, eras shaded, milestones labelled."""
+    """Fig.1 — the history of multimodal AI as a timeline, eras shaded, milestones labelled.
+
+    A reconstruction: the article's Fig.1 survives only as its caption and one sentence of §1.2; the eras and
+    milestones (:data:`mmcourse.viz.article.TIMELINE`) are the course's, chosen to fit that sentence."""
     milestones = article.TIMELINE if milestones is None else milestones
     eras = article.ERAS if eras is None else eras
     if not milestones:
@@ -56,17 +59,29 @@ def timeline(milestones: list[article.Milestone] | None = None, eras=None, figsi
     ax.set_yticks([])
     ax.set_ylim(-3.3, 3.3)
     ax.set_xlabel("year (compressed before 2012)")
-    ax.set_title("Fig.1  Milestones of multimodal AI (§1.2)")
+    ax.set_title("Fig.1  Milestones of multimodal AI (§1.2)\n"
+                 "reconstructed from the article's text (its image is lost): "
+                 "\"from early simple fusion to deep collaborative learning\"", fontsize=11)
     for side in ("left", "right", "top"):
         ax.spines[side].set_visible(False)
     fig.tight_layout()
     return fig
 
 
-def layered_diagram(layers: list[tuple[str, list[str]]], title: str, figsize=(10, 5.5), arrows: bool = True):
-    """A bottom-to-top block diagram: one row per layer, boxes per component, arrows between rows."""
+def layered_diagram(layers: list[tuple[str, list[str]]], title: str, figsize=(10, 5.5), arrows: bool = True,
+                    edges: list[tuple[str, str]] | None = None):
+    """A bottom-to-top block diagram: one row per layer, boxes per component, arrows between rows.
+
+    Without ``edges`` each box points to its nearest box in the row above (a layout heuristic); with ``edges``, a
+    list of ``(from_label, to_label)`` pairs naming boxes by their labels, exactly those arrows are drawn.
+    """
     if not layers:
         raise ValueError("layers must not be empty")
+    if edges is not None:
+        known = [label for _, boxes in layers for label in boxes]
+        unknown = sorted({label for edge in edges for label in edge} - set(known))
+        if unknown or len(set(known)) != len(known):
+            raise ValueError(f"edges must name boxes by unique labels; unknown or ambiguous: {unknown or known}")
     fig, ax = plt.subplots(figsize=figsize)
     n = len(layers)
     centers: list[list[tuple[float, float]]] = []
@@ -83,7 +98,16 @@ def layered_diagram(layers: list[tuple[str, list[str]]], title: str, figsize=(10
             ax.text(x, y, latin(label), ha="center", va="center", fontsize=8.5, wrap=True)
             row_centers.append((x, y))
         centers.append(row_centers)
-    if arrows:
+    if arrows and edges is not None:
+        where = {label: center for (_, boxes), row in zip(layers, centers) for label, center in zip(boxes, row)}
+        for source, target in edges:
+            (xs, ys), (xt, yt) = where[source], where[target]
+            start, end = (xs, ys + 0.42), (xt, yt - 0.42)
+            if ys == yt:  # same row: side to side
+                step = 0.5 if xt > xs else -0.5
+                start, end = (xs + step, ys), (xt - step, yt)
+            ax.annotate("", end, start, arrowprops=dict(arrowstyle="->", color="#64748b", lw=0.9))
+    elif arrows:
         for below, above in zip(centers, centers[1:]):
             # each box points to its nearest box in the row above, and each box above is fed by its nearest below
             pairs = {(b, min(above, key=lambda a: abs(a[0] - b[0]))) for b in below}
@@ -100,18 +124,41 @@ def layered_diagram(layers: list[tuple[str, list[str]]], title: str, figsize=(10
 
 
 def representation_architecture():
-    """Fig.2 — cross-modal representation learning (§2.1)."""
-    return layered_diagram(article.REPRESENTATION_LAYERS, "Fig.2  Cross-modal representation learning (§2.1)")
+    """Fig.2 — cross-modal representation learning (§2.1), its arrows from ``article.REPRESENTATION_EDGES``.
+
+    A reconstruction: the article's text keeps the figure's boxes and layers, not its image (see the table)."""
+    return layered_diagram(article.REPRESENTATION_LAYERS,
+                           "Fig.2  Cross-modal representation learning (§2.1), reconstructed from the article's text",
+                           figsize=(10, 6.5), edges=article.REPRESENTATION_EDGES)
 
 
 def multimodal_transformer():
-    """Fig.3 — a multimodal transformer with cross-modal attention (§3.1)."""
-    return layered_diagram(article.TRANSFORMER_LAYERS, "Fig.3  A multimodal transformer (§3.1)")
+    """Fig.3 — a multimodal transformer with cross-modal attention (§3.1).
+
+    The article's own image of Fig.3 is lost; this is a reconstruction from its text, and the title says so.
+    """
+    return layered_diagram(article.TRANSFORMER_LAYERS,
+                           "Fig.3  A multimodal transformer (§3.1) - reconstructed from the text (original image lost)")
 
 
 def retrieval_flow():
-    """Fig.4 — the image-text retrieval system (§5.1)."""
-    return layered_diagram(article.RETRIEVAL_FLOW, "Fig.4  Image-text retrieval flow (§5.1)", figsize=(10, 4.5))
+    """Fig.4 — the image-text retrieval system (§5.1), one path through its boxes as the article lists them: user
+    query → query type? → text or image encoder → query feature vector → similarity with the database vectors →
+    rank → return the matches. A reconstruction: the article's text keeps the boxes and layers, not the image."""
+    [(_, (query, kind)), (_, (text_encoder, image_encoder)), (_, (vector, similarity)),
+     (_, (rank, matches))] = article.RETRIEVAL_FLOW  # fmt: skip
+    upward = [(kind, text_encoder), (kind, image_encoder), (text_encoder, vector), (image_encoder, vector),
+              (similarity, rank)]  # fmt: skip
+    fig = layered_diagram(article.RETRIEVAL_FLOW,
+                          "Fig.4  Image-text retrieval flow (§5.1), reconstructed from the article's text",
+                          figsize=(10, 4.5), edges=upward)
+    ax = fig.axes[0]
+    for row in (0, 2, 3):  # the steps inside one layer: from the left box's edge to the right box's (boxes 2 x 4 wide)
+        ax.annotate("", (6.0 - 1.76, row * 1.4), (2.0 + 1.76, row * 1.4),
+                    arrowprops=dict(arrowstyle="->", color="#64748b", lw=0.9))
+    for x, label in ((4.1, "text"), (6.15, "image")):  # the two branches of "query type?" (文本 / 图像)
+        ax.text(x, 0.7, label, ha="left", va="center", fontsize=8, style="italic", color="#475569")
+    return fig
 
 
 def trends_pie(trends=None, figsize=(7.5, 4.5)):
