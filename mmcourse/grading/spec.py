@@ -39,6 +39,7 @@ __all__ = [
     "Question",
     "ExerciseSet",
     "HiddenTests",
+    "WrittenQuestion",
     "SET_ID_PATTERN",
     "available_sets",
     "load_set",
@@ -112,6 +113,27 @@ class Question:
         return sum(t.points for t in self.all_tests(hidden))
 
 
+@dataclass(frozen=True)
+class WrittenQuestion:
+    """A question answered in words (a markdown cell), graded by a person against a rubric.
+
+    In the master notebook the answer cell is a markdown cell whose metadata holds
+    ``{"mmcourse": {"written": name}}``; its model answer sits between ``<!-- BEGIN SOLUTION -->`` and
+    ``<!-- END SOLUTION -->`` and its rubric between ``<!-- BEGIN RUBRIC -->`` and ``<!-- END RUBRIC -->``. The
+    student notebook gets ``YOUR ANSWER HERE`` in their place; the grader exports the students' answers next to
+    the rubric, and ``mmcourse grade ... --manual scores.csv`` merges the points a person gave.
+    """
+
+    set_id: str
+    name: str
+    title: str
+    points: float
+
+    @property
+    def key(self) -> str:
+        return f"{self.set_id}.{self.name}"
+
+
 class ExerciseSet:
     """The questions of one chapter's exercise notebook, in notebook order."""
 
@@ -122,6 +144,7 @@ class ExerciseSet:
             raise ValueError(f"version must be a positive int, got {version!r}")
         self.id, self.title, self.chapter, self.version = set_id, title, chapter, version
         self.questions: dict[str, Question] = {}
+        self.written: dict[str, WrittenQuestion] = {}
 
     def question(self, name: str, title: str, *, kind: str = "function", forbidden: Iterable[str] = ()) -> Question:
         """Declare a question; ``name`` is the function/class name the student defines."""
@@ -134,6 +157,16 @@ class ExerciseSet:
         q = Question(self.id, name, title, kind, tuple(forbidden))
         self.questions[name] = q
         return q
+
+    def written_question(self, name: str, title: str, *, points: float) -> WrittenQuestion:
+        """Declare a question answered in words (see :class:`WrittenQuestion`), worth ``points`` graded by hand."""
+        if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
+            raise ValueError(f"question name must be a Python identifier, got {name!r}")
+        if name in self.questions or name in self.written:
+            raise ValueError(f"{self.id}: question {name!r} declared twice")
+        question = WrittenQuestion(self.id, name, title, _check_points(points))
+        self.written[name] = question
+        return question
 
     def __getitem__(self, name: str) -> Question:
         try:
