@@ -109,7 +109,8 @@ def write_submissions(directory: Path, *, robustness: bool = True) -> dict[str, 
     add("syntax_error.ipynb", _with_cells(master, "def broken(:\n    return 1"), "syntax error")
     add("prints_megabytes.ipynb", _with_cells(master, 'print("x" * 5_000_000)'), "prints megabytes")
     add("memory_bomb.ipynb", _with_cells(master, MEMORY_BOMB), "memory bomb")
-    add("deletes_files.ipynb", _with_cells(master, DELETE_FILES, at=3), "deletes files")
+    # at the end: the grader must survive it; cells after it could not run without a working directory
+    add("deletes_files.ipynb", _with_cells(master, DELETE_FILES), "deletes files")
     add("monkeypatch.ipynb", _with_cells(student, MONKEYPATCH), "monkeypatches the checker")
     add("os_exit.ipynb", _with_cells(master, "import os\nos._exit(1)"), "kills its kernel")
     unknown = copy.deepcopy(student)
@@ -149,3 +150,81 @@ def hidden_tests(set_id: str):
 
     loaded = load_hidden_tests(ROOT / "exercises" / "instructor" / "hidden", set_id)
     return loaded[0] if loaded else None
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Written questions: a fixture set of our own (the real sets' written questions change; these do not)
+# ----------------------------------------------------------------------------------------------------------------
+WRITTEN_POINTS = {"why_late": 3, "missing_modality": 2}
+MODEL_ANSWER = "Late fusion keeps each encoder independent, so one modality can be missing at test time."
+RUBRIC_LINES = (
+    "- 1 point: says that each modality has its own encoder",
+    "- 2 points: explains what happens when a modality is missing",
+)
+WRITTEN_HEADINGS = {
+    "why_late": "## Question 4 · Why late fusion? (3 points, written)",
+    "missing_modality": "## Question 5 · A missing modality (2 points, written)",
+}
+
+
+def written_set(base=None, set_id: str = "ex01"):
+    """An exercise set with the written questions of this fixture; its auto-graded questions are ``base``'s."""
+    from mmcourse.grading.spec import ExerciseSet
+
+    exercise_set = ExerciseSet(set_id, "Written fixture", chapter="01_overview", version=base.version if base else 1)
+    if base is not None:
+        exercise_set.questions = dict(base.questions)
+    exercise_set.written_question("why_late", "Why late fusion?", points=WRITTEN_POINTS["why_late"])
+    exercise_set.written_question("missing_modality", "A missing modality", points=WRITTEN_POINTS["missing_modality"])
+    return exercise_set
+
+
+def answer_cell(name: str, answer: str = MODEL_ANSWER, rubric: tuple[str, ...] = RUBRIC_LINES):
+    """A master's answer cell for written question ``name``."""
+    source = "\n".join(
+        [
+            "**Your answer:**",
+            "",
+            "<!-- BEGIN SOLUTION -->",
+            answer,
+            "<!-- END SOLUTION -->",
+            "",
+            "<!-- BEGIN RUBRIC -->",
+            *rubric,
+            "<!-- END RUBRIC -->",
+        ]
+    )
+    cell = nbformat.v4.new_markdown_cell(source)
+    cell.metadata["mmcourse"] = {"written": name}
+    return cell
+
+
+def written_master(base=None, set_id: str = "ex01"):
+    """A master: ``base``'s cells (the real ex01 master by default) minus any written cells, plus ours."""
+    from mmcourse.grading.authoring import written_name
+
+    nb = copy.deepcopy(base if base is not None else _read(MASTER))
+    nb.cells = [c for c in nb.cells if written_name(c) is None]
+    for name, heading in WRITTEN_HEADINGS.items():
+        nb.cells += [nbformat.v4.new_markdown_cell(heading), answer_cell(name)]
+    nb.metadata["mmcourse"] = {"exercise_set": set_id, "role": "master"}
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"cell-{i}"
+    return nb
+
+
+def with_answer(student_nb, name: str, text: str | None, *, keep_metadata: bool = True):
+    """``student_nb`` with the answer cell of ``name`` holding ``text`` (None: the cell removed)."""
+    from mmcourse.grading.authoring import written_name
+
+    nb = copy.deepcopy(student_nb)
+    for index, cell in enumerate(nb.cells):
+        if written_name(cell) == name:
+            if text is None:
+                del nb.cells[index]
+            else:
+                cell.source = text
+                if not keep_metadata:
+                    cell.metadata.pop("mmcourse")
+            return nb
+    raise ValueError(f"no answer cell for {name}")

@@ -20,7 +20,7 @@ from mmcourse.grading.authoring import (
     student_notebook,
 )
 from mmcourse.grading.layout import HIDDEN_DIR, MASTERS_DIR, STUDENT_DIR, course_root
-from mmcourse.grading.spec import available_sets, load_set
+from mmcourse.grading.spec import ExerciseSet, available_sets, load_set
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDENT_NOTEBOOKS = sorted((ROOT / STUDENT_DIR).glob("ex[0-9][0-9]_*.ipynb"))
@@ -134,7 +134,11 @@ def test_instructor_only_cells_and_tags():
         ]
     )
     nb.metadata["mmcourse"] = {"exercise_set": "ex01", "role": "master"}
-    student = student_notebook(nb, notebook_relpath="exercises/ex01_x.ipynb", url="https://github.com/a/b")
+    real = load_set("ex01")  # its questions, without its written questions (this master has no answer cells)
+    plain = ExerciseSet("ex01", real.title, chapter=real.chapter, version=real.version)
+    student = student_notebook(
+        nb, notebook_relpath="exercises/ex01_x.ipynb", url="https://github.com/a/b", exercise_set=plain
+    )
     sources = [c.source for c in student.cells]
     assert sources[2:] == ["# Title", "x = 1"] and student.cells[3].metadata["tags"] == ["keep-me"]
     assert student.metadata["mmcourse"] == {"exercise_set": "ex01", "version": load_set("ex01").version}

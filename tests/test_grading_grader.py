@@ -11,7 +11,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from grading_fixtures import write_submissions
+from grading_fixtures import hidden_tests, write_submissions
 
 from mmcourse.__main__ import main
 from mmcourse.grading.grader import (
@@ -24,9 +24,12 @@ from mmcourse.grading.grader import (
     gradebook_csv,
 )
 from mmcourse.grading.results import QuestionResult, SetResult, TestResult
+from mmcourse.grading.spec import load_set
 
 ROOT = Path(__file__).resolve().parent.parent
-FULL = "17"  # ex01's total with hidden tests
+EX01 = load_set("ex01")  # the set changes as questions are written: read its points, do not copy them
+FULL = f"{EX01.max_points(hidden_tests('ex01')):g}"  # ex01's total with hidden tests
+PUBLIC = f"{EX01.max_points():g}"  # ... and with the public tests only
 
 
 def _digest(directory: Path) -> dict[str, str]:
@@ -86,7 +89,10 @@ def test_one_row_per_submission_and_submissions_untouched(graded):
     assert sorted(graded["rows"]) == sorted(graded["kinds"])
     assert graded["after"] == graded["before"], "the submissions changed"
     assert len(graded["feedback"]) == len(graded["kinds"])
-    assert sorted(p.name for p in graded["out"].iterdir()) == ["grades.csv", "grades_feedback"], "temp files left"
+    written = ["grades_written_ex01.md"] if EX01.written else []  # other sets have no submission here
+    assert sorted(p.name for p in graded["out"].iterdir()) == ["grades.csv", "grades_feedback", *written], (
+        "temp files left"
+    )
     assert graded["code"] == 1, "not every submission could be graded, so the exit code is 1"
 
 
@@ -97,12 +103,13 @@ def test_gradebook_columns(graded):
         "set",
         "status",
         "graded",
-        "ex01.early_fusion",
-        "ex01.LateFusionClassifier",
-        "ex01.modality_dropout",
+        *(q.key for q in EX01),
+        *(q.key for q in EX01.written.values()),  # written questions: empty until merged
         "total",
         "max",
         "percent",
+        "total_with_written",
+        "max_with_written",
         "flags",
         "message",
     ]
@@ -113,14 +120,14 @@ def test_gradebook_columns(graded):
         FULL,
         "100.0",
     )
-    assert (row["ex01.early_fusion"], row["ex01.LateFusionClassifier"], row["ex01.modality_dropout"]) == ("4", "6", "7")
+    assert [row[q.key] for q in EX01] == [f"{q.max_points(hidden_tests('ex01')):g}" for q in EX01]
 
 
 def test_master_and_student_notebooks(graded):
     student = graded["rows"]["Copy of ex01_overview (1).ipynb"]
     assert (student["set"], student["status"], student["total"], student["max"]) == ("ex01", "ok", "0", FULL)
     text = _feedback(graded, "Copy of ex01_overview (1).ipynb")
-    assert text.count("not implemented yet: replace `raise NotImplementedError` with your code") == 3
+    assert text.count("not implemented yet: replace `raise NotImplementedError` with your code") == len(EX01.questions)
 
 
 def test_the_kernel_runs_this_environments_python(graded):
@@ -128,13 +135,18 @@ def test_the_kernel_runs_this_environments_python(graded):
 
     assert grader._kernel_manager().kernel_spec.argv[0] == sys.executable
     text = _feedback(graded, "master.ipynb")  # the grading cell reports its sys.prefix; a mismatch is noted
-    assert "Status:       ok" in text and "Score:        17/17" in text and "the kernel ran" not in text
+    assert "Status:       ok" in text and f"Score:        {FULL}/{FULL}" in text and "the kernel ran" not in text
 
 
 def test_partial_credit_per_test_and_set_recognised_without_metadata(graded):
     row = graded["rows"]["partial.ipynb"]
     assert (row["set"], row["status"]) == ("ex01", "ok")
-    assert (row["ex01.early_fusion"], row["ex01.LateFusionClassifier"], row["ex01.modality_dropout"]) == ("2", "6", "3")
+    hidden = hidden_tests("ex01")
+    assert (row["ex01.early_fusion"], row["ex01.LateFusionClassifier"]) == (
+        "2",
+        f"{EX01['LateFusionClassifier'].max_points(hidden):g}",
+    )
+    assert 0 < float(row["ex01.modality_dropout"]) < EX01["modality_dropout"].max_points(hidden), "partial credit"
     text = _feedback(graded, "partial.ipynb")
     for line in (
         "✓ (B, Di) and (B, Dt) give (B, Di + Dt) (1/1)",
@@ -143,7 +155,6 @@ def test_partial_credit_per_test_and_set_recognised_without_metadata(graded):
         "✗ random batch and feature sizes; inputs not modified [hidden] (0/1)",
         "✓ p = 0 returns the features unchanged (1/1)",
         "✗ p outside [0, 1] raises ValueError (0/1)",
-        "✗ exactly the specified rule: one torch.rand(B) draw, u < p/2 image, p/2 <= u < p text [hidden] (0/2)",
     ):
         assert line in text, line
 
@@ -202,7 +213,7 @@ def test_public_only_grading_exits_zero_when_everything_is_graded(tmp_path):
     assert code == 0
     with out.open(encoding="utf-8") as f:
         row = next(csv.DictReader(f))
-    assert (row["status"], row["total"], row["max"]) == ("ok", "11", "11")
+    assert (row["status"], row["total"], row["max"]) == ("ok", PUBLIC, PUBLIC)
     assert "graded with the public tests only" in (tmp_path / "grades_feedback" / "only.ipynb.txt").read_text()
 
 
@@ -256,10 +267,10 @@ def test_gradebook_and_feedback_text():
     ]
     text = gradebook_csv(outcomes, [("ex01", "f"), ("ex01", "g")])
     assert text.splitlines() == [
-        "submission,set,status,graded,ex01.f,ex01.g,total,max,percent,flags,message",
-        "a.ipynb,ex01,ok,yes,2,0,2,3.5,57.1,,",
-        '"b, with comma.ipynb",ex01,timeout,no,0,0,0,3.5,0.0,,took too long',
-        "c.txt,,not-a-notebook,no,,,0,0,,,not a notebook",
+        "submission,set,status,graded,ex01.f,ex01.g,total,max,percent,total_with_written,max_with_written,flags,message",
+        "a.ipynb,ex01,ok,yes,2,0,2,3.5,57.1,2,3.5,,",
+        '"b, with comma.ipynb",ex01,timeout,no,0,0,0,3.5,0.0,0,3.5,,took too long',
+        "c.txt,,not-a-notebook,no,,,0,0,,0,0,,not a notebook",
     ]
     feedback = feedback_text(outcomes[0])
     assert "Score:        2/3.5" in feedback and "✗ does u (0/1.5)" in feedback and "bad" in feedback

@@ -10,7 +10,7 @@ Instructors (see ``exercises/README.md``)::
 
     mmcourse exercises generate          # master notebooks -> student notebooks in exercises/
     mmcourse exercises release OUT_DIR   # the student edition (no solutions, no hidden tests)
-    mmcourse grade SUBMISSIONS --out grades.csv
+    mmcourse grade SUBMISSIONS --out grades.csv [--manual scores.csv]   # + written answers to grade by hand
 
 This package holds only what students may see: the format (:mod:`.spec`), assertions (:mod:`.expect`), the test
 runner (:mod:`.runner`), the checker (:mod:`.check`) and the public tests (:mod:`.public`). Solutions and hidden
@@ -19,8 +19,16 @@ torch; loading an exercise set does.
 """
 
 from mmcourse.grading.check import CheckReport, check
-from mmcourse.grading.results import QuestionResult, SetResult, TestResult
-from mmcourse.grading.spec import ExerciseSet, HiddenTests, Question, TestCase, available_sets, load_set
+from mmcourse.grading.results import QuestionResult, SetResult, TestResult, WrittenResult
+from mmcourse.grading.spec import (
+    ExerciseSet,
+    HiddenTests,
+    Question,
+    TestCase,
+    WrittenQuestion,
+    available_sets,
+    load_set,
+)
 
 __all__ = [
     "check",
@@ -29,7 +37,9 @@ __all__ = [
     "HiddenTests",
     "Question",
     "TestCase",
+    "WrittenQuestion",
     "QuestionResult",
+    "WrittenResult",
     "SetResult",
     "TestResult",
     "available_sets",

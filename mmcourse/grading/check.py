@@ -5,17 +5,25 @@ Colab are the notebook's namespace), runs the question's *public* tests and prin
 points, and for a failure: what was expected, what came, a hint). It works offline, does not care what the
 notebook file is called, and reports — never raises — whatever the student's code does. Hidden tests, which the
 instructor's grader adds, are not part of the installed package.
+
+Written questions (answered in words, in a markdown cell) are graded by a person: ``check("ex04.<name>")``
+reports their points and, when it can read the notebook file from the kernel (JupyterLab, Notebook and VS Code
+tell the kernel where it is; Colab does not), whether the answer cell still says ``YOUR ANSWER HERE`` — as last
+saved. ``check("ex04")`` lists them after the auto-graded questions.
 """
 
 from __future__ import annotations
 
 import inspect
+import json
+import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
-from mmcourse.grading.results import QuestionResult, SetResult
+from mmcourse.grading.results import QuestionResult, SetResult, WrittenResult
 from mmcourse.grading.runner import run_question, run_set
-from mmcourse.grading.spec import load_set, parse_check_name
+from mmcourse.grading.spec import WrittenQuestion, load_set, parse_check_name
 
 __all__ = ["check", "CheckReport"]
 
@@ -32,9 +40,18 @@ class CheckReport:
     numbers (``report.points``, ``report.max_points``, ``report.passed``).
     """
 
-    def __init__(self, result: QuestionResult | SetResult, text: str, *, printed: bool):
+    def __init__(
+        self,
+        result: QuestionResult | SetResult | WrittenResult,
+        text: str,
+        *,
+        printed: bool,
+        written: list[WrittenResult] | None = None,
+    ):
         self.result, self.text = result, text
         self._printed = printed
+        #: the set's written questions (``check("exNN")``), or ``[result]`` for one written question
+        self.written = written if written is not None else ([result] if isinstance(result, WrittenResult) else [])
 
     @property
     def points(self) -> float:
@@ -78,7 +95,66 @@ def _find_namespace(name: str, caller_globals: Mapping) -> Mapping:
     return caller_globals
 
 
-def check(name: str, answer=None, *, namespace: Mapping | None = None, quiet: bool = False) -> CheckReport:
+def _notebook_candidates(caller_globals: Mapping, namespace: Mapping | None) -> list[str]:
+    """Paths the kernel was told for its notebook file (VS Code, Jupyter Server >= 2), most specific first."""
+    found = []
+    for ns in (namespace, caller_globals, _notebook_namespace()):
+        if isinstance(ns, Mapping):
+            found += [ns.get("__vsc_ipynb_file__"), ns.get("__session__")]
+    found.append(os.environ.get("JPY_SESSION_NAME"))
+    return [p for p in found if isinstance(p, (str, os.PathLike)) and str(p).endswith(".ipynb")]
+
+
+def _read_notebook(path, set_id: str) -> dict | None:
+    """The notebook at ``path`` as JSON, if readable and not of another exercise set; None otherwise."""
+    try:
+        nb = json.loads(Path(path).read_text(encoding="utf-8"))
+        meta = nb.get("metadata", {}).get("mmcourse", {})
+        other = meta.get("exercise_set") if isinstance(meta, dict) else None
+        if not isinstance(nb.get("cells"), list) or (other is not None and other != set_id):
+            return None
+        return nb
+    except Exception:  # noqa: BLE001 - check() reports, it never raises over a file it could not read
+        return None
+
+
+def _written_result(question: WrittenQuestion, nb: dict | None, source: str) -> WrittenResult:
+    """The question's points, and the state of its answer cell if the notebook could be read."""
+    result = WrittenResult(question.key, question.title, float(question.points))
+    if nb is None:
+        return result
+    from mmcourse.grading.authoring import ANSWER_PLACEHOLDER, answer_text, written_cells
+
+    cells = written_cells(nb).get(question.name)
+    if not cells:
+        result.state = "missing"
+    else:
+        text = cells[0].get("source", "")
+        text = "".join(text) if isinstance(text, list) else str(text)
+        lines = {line.strip() for line in text.split("\n")}
+        result.state = "unanswered" if ANSWER_PLACEHOLDER in lines or answer_text(text) is None else "answered"
+    result.source = source
+    return result
+
+
+def _notebook_for(set_id: str, notebook, caller_globals: Mapping, namespace: Mapping | None):
+    """``(notebook JSON or None, description)`` of the notebook calling ``check``."""
+    paths = [notebook] if notebook is not None else _notebook_candidates(caller_globals, namespace)
+    for path in paths:
+        nb = _read_notebook(path, set_id)
+        if nb is not None:
+            return nb, f"{Path(path).name} as last saved"
+    return None, ""
+
+
+def check(
+    name: str,
+    answer=None,
+    *,
+    namespace: Mapping | None = None,
+    quiet: bool = False,
+    notebook: str | os.PathLike | None = None,
+) -> CheckReport:
     """Run the public tests of one question (``"ex04.clip_loss"``) or of a whole set (``"ex04"``).
 
     Args:
@@ -86,18 +162,36 @@ def check(name: str, answer=None, *, namespace: Mapping | None = None, quiet: bo
         answer: the object to test; by default the notebook's global with the question's name.
         namespace: where to look the answer up (default: the caller's globals, then the IPython namespace).
         quiet: do not print (the report is still returned).
+        notebook: the notebook file to read written answers from (default: the one the kernel was told about, if
+            any — JupyterLab, Notebook and VS Code say; Colab does not).
     Returns:
-        a :class:`CheckReport` (``.result`` is a :class:`QuestionResult` or :class:`SetResult`).
+        a :class:`CheckReport` (``.result`` is a :class:`QuestionResult`, :class:`SetResult` or, for a written
+        question, :class:`WrittenResult`; ``.written`` lists the written questions).
     """
     set_id, question_name = parse_check_name(name)
     exercise_set = load_set(set_id)
     caller_globals = inspect.currentframe().f_back.f_globals
+    written_questions = getattr(exercise_set, "written", {})
+    if question_name is not None and question_name in written_questions:
+        if answer is not None:
+            raise ValueError(f"{name} is answered in words, in the notebook: check({name!r}) takes no answer=")
+        nb, source = _notebook_for(set_id, notebook, caller_globals, namespace)
+        result = _written_result(written_questions[question_name], nb, source)
+        report = CheckReport(result, result.report(), printed=not quiet)
+        if not quiet:
+            print(report.text)
+        return report
+    written: list[WrittenResult] = []
     if question_name is None:
         if answer is not None:
             raise ValueError("answer= only works with one question, e.g. check('ex04.clip_loss', my_fn)")
         if namespace is None:
-            namespace = _find_namespace(next(iter(exercise_set)).name, caller_globals)
+            first = next(iter(exercise_set), None)
+            namespace = _find_namespace(first.name, caller_globals) if first is not None else caller_globals
         result = run_set(exercise_set, namespace, time_limit=CHECK_TIME_LIMIT)
+        if written_questions:
+            nb, source = _notebook_for(set_id, notebook, caller_globals, namespace)
+            written = [_written_result(q, nb, source) for q in written_questions.values()]
     else:
         question = exercise_set[question_name]
         if namespace is None:  # the answer's own module is where its frames run (for the reference guard)
@@ -112,13 +206,16 @@ def check(name: str, answer=None, *, namespace: Mapping | None = None, quiet: bo
         if _all_passed(result)
         else "(public tests; the grader adds hidden tests)"
     )
-    report = CheckReport(result, f"{result.report()}\n{footer}", printed=not quiet)
+    text = "\n\n".join([result.report(), *(w.report() for w in written)])
+    if written:
+        footer += "\nWritten questions are graded by a person."
+    report = CheckReport(result, f"{text}\n{footer}", printed=not quiet, written=written)
     if not quiet:
         print(report.text)
     return report
 
 
-def _all_passed(result: QuestionResult | SetResult) -> bool:
+def _all_passed(result: QuestionResult | SetResult | WrittenResult) -> bool:
     if isinstance(result, SetResult):
         return all(q.passed for q in result.questions)
     return result.passed

@@ -19,7 +19,9 @@ def add_parser(subparsers) -> None:
         "grade",
         help="grade a folder of submitted exercise notebooks into a gradebook CSV",
         description="Run every submission in a fresh kernel, run public + hidden tests, write a gradebook CSV "
-        "(one row per file) and a feedback file per submission. Exit code 0 only if every submission was graded.",
+        "(one row per file) and a feedback file per submission. Written questions are exported with their rubric "
+        "to <out stem>_written_exNN.md; --manual merges the points a person gave. Exit code 0 only if every "
+        "submission was graded.",
     )
     grade.add_argument("submissions", type=Path, help="folder of submitted notebooks (searched recursively)")
     grade.add_argument("--out", type=Path, required=True, help="gradebook CSV to write")
@@ -54,6 +56,21 @@ def add_parser(subparsers) -> None:
         default=None,
         help="grade every submission as this set (e.g. ex04) when metadata was lost",
     )
+    grade.add_argument(
+        "--manual",
+        type=Path,
+        default=None,
+        metavar="SCORES_CSV",
+        help="points for written questions: a CSV with the columns submission,question,points "
+        "(question = exNN.name), merged into the gradebook",
+    )
+    grade.add_argument(
+        "--masters",
+        type=Path,
+        default=None,
+        help="folder of master notebooks, for the rubrics of written questions "
+        "(default: exercises/instructor/masters of this checkout)",
+    )
     grade.add_argument("--quiet", action="store_true", help="no progress lines")
     grade.set_defaults(func=_grade)
 
@@ -73,7 +90,7 @@ def add_parser(subparsers) -> None:
 
 
 def _grade(args: argparse.Namespace) -> int:
-    from mmcourse.grading.grader import GradingOptions, default_hidden_dir, grade_directory
+    from mmcourse.grading.grader import GradingOptions, default_hidden_dir, default_masters_dir, grade_directory
 
     if args.public_only:
         hidden_dir = None
@@ -94,6 +111,7 @@ def _grade(args: argparse.Namespace) -> int:
             memory_mb=args.memory_mb or None,
             hidden_dir=hidden_dir,
             force_set=args.force_set,
+            masters_dir=args.masters if args.masters is not None else default_masters_dir(),
         )
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -106,7 +124,12 @@ def _grade(args: argparse.Namespace) -> int:
 
     try:
         summary = grade_directory(
-            args.submissions, args.out, feedback_dir=args.feedback_dir, options=options, progress=progress
+            args.submissions,
+            args.out,
+            feedback_dir=args.feedback_dir,
+            options=options,
+            progress=progress,
+            manual_scores=args.manual,
         )
     except (NotADirectoryError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -116,6 +139,9 @@ def _grade(args: argparse.Namespace) -> int:
         f"graded {graded} of {len(summary.outcomes)} submissions in {summary.seconds:.1f} s -> {summary.csv_path} "
         f"(feedback in {summary.feedback_dir})"
     )
+    exports = sorted(summary.csv_path.parent.glob(f"{summary.csv_path.stem}_written_ex[0-9][0-9].md"))
+    if exports:
+        print("written answers to grade by hand: " + ", ".join(str(p) for p in exports))
     return 0 if summary.all_graded else 1
 
 
@@ -157,4 +183,6 @@ def _list(args: argparse.Namespace) -> int:
         for q in exercise_set:
             public = sum(t.points for t in q.tests)
             print(f"    {q.key:40s} {len(q.tests)} public tests, {public:g} public points")
+        for w in getattr(exercise_set, "written", {}).values():
+            print(f"    {w.key:40s} written, {w.points:g} points graded by a person")
     return 0

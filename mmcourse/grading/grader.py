@@ -18,6 +18,13 @@
 5. writes a gradebook CSV (one row per submission, always) and a feedback file per submission, each atomically
    (temporary file + ``os.replace``).
 
+Written questions (answered in words, graded by a person) are not run: for each set with written questions the
+grader writes ``<csv stem>_written_exNN.md`` next to the CSV — per question its title, points, rubric and model
+answer (from the master notebook), then every submission's answer, read from the submitted file itself. The
+gradebook has one column per written question, empty until a person's points are merged from a ``scores.csv``
+(``submission,question,points``; see :func:`merge_manual_scores`), and ``total_with_written`` /
+``max_with_written`` next to the auto-graded ``total`` / ``max``.
+
 Up to ``workers`` submissions are graded at once (one asyncio loop, one kernel per submission).
 
 Threat model, honestly: the grader protects against accidents (crashes, endless loops, ``sys.exit``, huge prints,
@@ -37,6 +44,7 @@ import csv
 import importlib.util
 import io
 import json
+import math
 import os
 import re
 import secrets
@@ -46,13 +54,26 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mmcourse.grading.authoring import notebook_set_id
+from mmcourse.grading.authoring import (
+    WrittenCell,
+    answer_text,
+    master_written,
+    notebook_set_id,
+    written_cells,
+)
 from mmcourse.grading.results import SetResult, format_points
-from mmcourse.grading.spec import SET_ID_PATTERN, ExerciseSet, HiddenTests, available_sets, load_set
+from mmcourse.grading.spec import (
+    SET_ID_PATTERN,
+    ExerciseSet,
+    HiddenTests,
+    WrittenQuestion,
+    available_sets,
+    load_set,
+)
 
 __all__ = [
     "GradingOptions",
@@ -60,6 +81,12 @@ __all__ = [
     "GradeSummary",
     "grade_directory",
     "load_hidden_tests",
+    "gradebook_rows",
+    "gradebook_csv",
+    "read_manual_scores",
+    "merge_manual_scores",
+    "written_export",
+    "submission_answers",
     "STATUSES",
 ]
 
@@ -114,6 +141,8 @@ class GradingOptions:
         hidden_dir: directory of hidden-test modules ``exNN.py``; ``None`` grades with public tests only.
         force_set: grade every submission as this set (for notebooks whose metadata was lost).
         startup_timeout: seconds to wait for a kernel to start.
+        masters_dir: directory of master notebooks ``exNN_*.ipynb``, where the written questions' rubrics and
+            model answers come from; ``None``: the export of written answers goes without them.
     """
 
     workers: int = 2
@@ -124,6 +153,7 @@ class GradingOptions:
     hidden_dir: Path | None = None
     force_set: str | None = None
     startup_timeout: float = 60.0
+    masters_dir: Path | None = None
 
     def __post_init__(self):
         for name in ("timeout", "grading_timeout", "test_timeout", "startup_timeout"):
@@ -153,6 +183,12 @@ class SubmissionOutcome:
     notes: list[str] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
     version: int | None = None
+    #: written question name -> the submitted answer (None: no answer cell, or still ``YOUR ANSWER HERE``)
+    answers: dict[str, str | None] = field(default_factory=dict)
+    #: written question name -> how the answer was found, when not by its cell metadata
+    answer_notes: dict[str, str] = field(default_factory=dict)
+    #: written question name -> points a person gave (merged from a scores.csv)
+    written_scores: dict[str, float] = field(default_factory=dict)
 
     @property
     def graded(self) -> bool:
@@ -556,6 +592,13 @@ class _Context:
         self.sources = _harness_sources()
         self.sets: dict[str, ExerciseSet] = {}
         self.hidden: dict[str, tuple[HiddenTests, str] | None] = {}
+        self.masters: dict[str, tuple[dict[str, tuple[WrittenCell, str | None]], str]] = {}
+
+    def master(self, set_id: str) -> tuple[dict[str, tuple[WrittenCell, str | None]], str]:
+        """``({name: (WrittenCell, heading)}, problem)`` of the set's master; ``problem`` says why it is empty."""
+        if set_id not in self.masters:
+            self.masters[set_id] = _load_master(self.options.masters_dir, set_id)
+        return self.masters[set_id]
 
     def exercise_set(self, set_id: str) -> ExerciseSet | None:
         if set_id not in self.sets:
@@ -569,6 +612,55 @@ class _Context:
     def max_points(self, set_id: str) -> float:
         hidden = self.hidden.get(set_id)
         return self.sets[set_id].max_points(hidden[0] if hidden else None)
+
+
+def _load_master(masters_dir: Path | None, set_id: str) -> tuple[dict[str, tuple[WrittenCell, str | None]], str]:
+    if masters_dir is None:
+        return {}, "no masters folder was given"
+    paths = sorted(Path(masters_dir).glob(f"{set_id}_*.ipynb"))
+    if len(paths) != 1:
+        return {}, f"{len(paths)} master notebooks {set_id}_*.ipynb in {masters_dir}"
+    try:
+        import nbformat
+
+        return master_written(nbformat.read(str(paths[0]), as_version=4), where=paths[0].name), ""
+    except Exception as exc:  # noqa: BLE001 - grading goes on; the export says what is missing
+        return {}, f"{paths[0].name} could not be read: {type(exc).__name__}: {exc}"
+
+
+def submission_answers(
+    nb, questions, master: dict[str, tuple[WrittenCell, str | None]] | None = None
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """``(answers, notes)`` of a submitted notebook: ``{name: text or None}`` for each written question.
+
+    The answer cell is the markdown cell whose metadata names the question. Only if *no* cell of the notebook
+    carries such metadata (a tool dropped all cell metadata) and the master is known, the markdown cell right
+    after the question's heading (the master's cell before the answer cell, as the student got it) is taken
+    instead — unless it is another question's heading — and ``notes`` says so. A cell still holding only
+    ``YOUR ANSWER HERE`` (and the prompt around it) is no answer.
+    """
+    master = master or {}
+    found = written_cells(nb)
+    headings = {h.strip() for _, h in master.values() if h and h.strip()}
+    answers: dict[str, str | None] = {}
+    notes: dict[str, str] = {}
+    for name in questions:
+        parsed, heading = master.get(name, (None, None))
+        template = parsed.student if parsed is not None else None
+        cells = found.get(name, [])
+        if not found and heading and heading.strip():
+            for cell, after in zip(nb.cells, nb.cells[1:]):
+                if (
+                    cell.source.strip() == heading.strip()
+                    and after.cell_type == "markdown"
+                    and after.source.strip() not in headings
+                ):
+                    cells = [after]
+                    notes[name] = "no cell carried answer metadata: taken from the cell after the question's heading"
+                    break
+        texts = [t for t in (answer_text(c.source, template) for c in cells) if t is not None]
+        answers[name] = "\n\n".join(texts) if texts else None
+    return answers, notes
 
 
 async def _grade_file(path: Path, rel: str, ctx: _Context, semaphore: asyncio.Semaphore) -> SubmissionOutcome:
@@ -622,6 +714,9 @@ def _prepare(path: Path, ctx: _Context, outcome: SubmissionOutcome):
         )
         return None
     outcome.set_id, outcome.max_points = set_id, ctx.max_points(set_id)
+    written = getattr(exercise_set, "written", {})
+    if written:
+        outcome.answers, outcome.answer_notes = submission_answers(nb, written, ctx.master(set_id)[0])
     meta = nb.metadata.get("mmcourse")
     outcome.version = meta.get("version") if isinstance(meta, dict) else None
     if outcome.version not in (None, exercise_set.version):
@@ -651,39 +746,270 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def gradebook_csv(outcomes: Sequence[SubmissionOutcome], columns: Sequence[tuple[str, str]]) -> str:
-    """The gradebook as CSV text: one row per outcome."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    question_names = [f"{s}.{q}" for s, q in columns]
-    writer.writerow(
-        ["submission", "set", "status", "graded", *question_names, "total", "max", "percent", "flags", "message"]
-    )
+GRADEBOOK_HEAD = ("submission", "set", "status", "graded")
+GRADEBOOK_TAIL = ("total", "max", "percent", "total_with_written", "max_with_written", "flags", "message")
+
+
+def _written_columns(outcomes: Sequence[SubmissionOutcome], ctx: _Context) -> list[WrittenQuestion]:
+    columns = []
+    for set_id in sorted({o.set_id for o in outcomes if o.set_id}):
+        columns += list(getattr(ctx.sets[set_id], "written", {}).values())
+    return columns
+
+
+def _fill_written_totals(row: dict[str, str], questions: Sequence[WrittenQuestion]) -> None:
+    """``total_with_written`` (empty until every written question of the row has points) and ``max_with_written``."""
+    if not questions:
+        row["total_with_written"], row["max_with_written"] = row["total"], row["max"]
+        return
+    scores = [row.get(q.key, "") for q in questions]
+    written_max = sum(q.points for q in questions)
+    row["max_with_written"] = format_points(float(row["max"] or 0) + written_max)
+    if all(score != "" for score in scores):
+        row["total_with_written"] = format_points(float(row["total"] or 0) + sum(float(x) for x in scores))
+    else:
+        row["total_with_written"] = ""
+
+
+def gradebook_rows(
+    outcomes: Sequence[SubmissionOutcome],
+    columns: Sequence[tuple[str, str]],
+    written: Sequence[WrittenQuestion] = (),
+) -> list[dict[str, str]]:
+    """The gradebook, one dict per outcome (keys in column order; see :data:`GRADEBOOK_TAIL`).
+
+    ``columns`` are the auto-graded ``(set, question)`` columns, ``written`` the written questions (one column
+    each, ``exNN.name``: the points a person gave, empty until merged).
+    """
+    rows = []
     for o in outcomes:
-        scores = []
+        row = {
+            "submission": o.submission,
+            "set": o.set_id or "",
+            "status": o.status,
+            "graded": "yes" if o.graded else "no",
+        }
         for set_id, name in columns:
             if o.set_id != set_id:
-                scores.append("")
+                row[f"{set_id}.{name}"] = ""
             elif o.result is not None:
-                scores.append(format_points(o.result[name].points))
+                row[f"{set_id}.{name}"] = format_points(o.result[name].points)
             else:
-                scores.append("0")
-        percent = f"{100 * o.points / o.max_points:.1f}" if o.max_points else ""
-        writer.writerow(
-            [
-                o.submission,
-                o.set_id or "",
-                o.status,
-                "yes" if o.graded else "no",
-                *scores,
-                format_points(o.points),
-                format_points(o.max_points),
-                percent,
-                "; ".join(o.flags),
-                o.message,
-            ]
-        )
+                row[f"{set_id}.{name}"] = "0"
+        for q in written:
+            score = o.written_scores.get(q.name) if o.set_id == q.set_id else None
+            row[q.key] = format_points(score) if score is not None else ""
+        row["total"] = format_points(o.points)
+        row["max"] = format_points(o.max_points)
+        row["percent"] = f"{100 * o.points / o.max_points:.1f}" if o.max_points else ""
+        _fill_written_totals(row, [q for q in written if q.set_id == o.set_id])
+        row["flags"] = "; ".join(o.flags)
+        row["message"] = o.message
+        rows.append(row)
+    return rows
+
+
+def _rows_csv(rows: Sequence[dict[str, str]], header: Sequence[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(header)
+    for row in rows:
+        writer.writerow([row.get(name, "") for name in header])
     return buffer.getvalue()
+
+
+def gradebook_csv(
+    outcomes: Sequence[SubmissionOutcome],
+    columns: Sequence[tuple[str, str]],
+    written: Sequence[WrittenQuestion] = (),
+) -> str:
+    """The gradebook as CSV text: one row per outcome."""
+    header = [*GRADEBOOK_HEAD, *(f"{s}.{q}" for s, q in columns), *(q.key for q in written), *GRADEBOOK_TAIL]
+    return _rows_csv(gradebook_rows(outcomes, columns, written), header)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Manual scores of written questions
+# ----------------------------------------------------------------------------------------------------------------
+MANUAL_COLUMNS = ("submission", "question", "points")
+
+
+def _set_lookup(sets: Mapping[str, ExerciseSet] | None) -> Callable[[str], ExerciseSet | None]:
+    def lookup(set_id: str) -> ExerciseSet | None:
+        if sets is not None:
+            return sets.get(set_id)
+        return load_set(set_id) if set_id in available_sets() else None
+
+    return lookup
+
+
+def read_manual_scores(
+    scores_path: str | Path,
+    *,
+    sets: Mapping[str, ExerciseSet] | None = None,
+    submissions: Iterable[str] | None = None,
+) -> dict[tuple[str, str], float]:
+    """``{(submission, "exNN.name"): points}`` from a ``scores.csv``, checked.
+
+    The file has the columns ``submission,question,points`` (others, e.g. a comment, are ignored): ``submission``
+    as in the gradebook's first column, ``question`` a written question ``exNN.name``, ``points`` between 0 and
+    the question's points. A row whose ``points`` is empty is skipped (not graded yet).
+
+    Args:
+        sets: the exercise sets by id (default: the sets shipped with the package).
+        submissions: the known submissions; when given, any other name is an error.
+    Raises:
+        ValueError: a missing file or column, an unknown submission or question, points that are not a number or
+            outside ``[0, max]``, or the same (submission, question) twice — naming the line.
+    """
+    path = Path(scores_path)
+    lookup = _set_lookup(sets)
+    known = set(submissions) if submissions is not None else None
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the manual scores {path}: {exc}") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    header = [(name or "").strip() for name in (reader.fieldnames or [])]
+    missing = [c for c in MANUAL_COLUMNS if c not in header]
+    if missing:
+        raise ValueError(
+            f"{path}: missing column(s) {', '.join(missing)}; the header must be {','.join(MANUAL_COLUMNS)}"
+        )
+    reader.fieldnames = header
+    scores: dict[tuple[str, str], float] = {}
+    lines: dict[tuple[str, str], int] = {}
+    for row in reader:
+        line = reader.line_num
+        submission = (row.get("submission") or "").strip()
+        key = (row.get("question") or "").strip()
+        raw = (row.get("points") or "").strip()
+        where = f"{path} line {line}"
+        if known is not None and submission not in known:
+            raise ValueError(f"{where}: unknown submission {submission!r} (not a submission of this gradebook)")
+        set_id, _, name = key.partition(".")
+        exercise_set = lookup(set_id) if SET_ID_PATTERN.fullmatch(set_id) else None
+        question = getattr(exercise_set, "written", {}).get(name) if exercise_set is not None else None
+        if question is None:
+            why = (
+                "an auto-graded question, not a written one"
+                if exercise_set is not None and name in exercise_set.questions
+                else "not a written question of any exercise set"
+            )
+            raise ValueError(f"{where}: unknown question {key!r} ({why}; write it as exNN.name)")
+        if (submission, key) in lines:
+            raise ValueError(
+                f"{where}: duplicate row for {submission!r}, {key} (already on line {lines[submission, key]})"
+            )
+        lines[submission, key] = line
+        if not raw:
+            continue
+        try:
+            points = float(raw)
+        except ValueError:
+            raise ValueError(f"{where}: points must be a number, got {raw!r}") from None
+        if not math.isfinite(points) or points < 0 or points > question.points:
+            raise ValueError(
+                f"{where}: points for {key} must be between 0 and {format_points(question.points)}, got {raw}"
+            )
+        scores[submission, key] = points
+    return scores
+
+
+def merge_manual_scores(
+    gradebook_rows: Sequence[dict[str, str]],
+    scores_path: str | Path,
+    *,
+    sets: Mapping[str, ExerciseSet] | None = None,
+) -> list[dict[str, str]]:
+    """The gradebook rows with the points of ``scores_path`` (see :func:`read_manual_scores`) merged in.
+
+    Each score fills its ``exNN.name`` column; ``total_with_written`` becomes ``total`` plus the written points
+    once every written question of the row's set has points, and ``max_with_written`` the maximum with them. The
+    rows given are not modified.
+
+    Raises:
+        ValueError: as :func:`read_manual_scores`, and for a score of a question that is not in the
+            submission's exercise set.
+    """
+    rows = [dict(row) for row in gradebook_rows]
+    by_name = {row["submission"]: row for row in rows}
+    lookup = _set_lookup(sets)
+    scores = read_manual_scores(scores_path, sets=sets, submissions=by_name)
+    for (submission, key), points in scores.items():
+        row = by_name[submission]
+        if row.get("set") != key.partition(".")[0]:
+            raise ValueError(
+                f"{scores_path}: {key} is not a question of {submission!r} "
+                f"(its exercise set is {row.get('set') or 'unknown'})"
+            )
+        row[key] = format_points(points)
+    for row in rows:
+        exercise_set = lookup(row["set"]) if row.get("set") else None
+        questions = list(getattr(exercise_set, "written", {}).values()) if exercise_set is not None else []
+        for q in questions:
+            row.setdefault(q.key, "")
+        if "total" in row and "max" in row:
+            _fill_written_totals(row, questions)
+    return rows
+
+
+def _apply_scores(outcomes: Sequence[SubmissionOutcome], rows: Sequence[dict[str, str]], ctx: _Context) -> None:
+    """Copy merged written points back into the outcomes (for the feedback files)."""
+    by_name = {row["submission"]: row for row in rows}
+    for o in outcomes:
+        if o.set_id and o.set_id in ctx.sets:
+            for q in getattr(ctx.sets[o.set_id], "written", {}).values():
+                value = by_name.get(o.submission, {}).get(q.key, "")
+                if value != "":
+                    o.written_scores[q.name] = float(value)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Export of written answers
+# ----------------------------------------------------------------------------------------------------------------
+def _quote(text: str) -> str:
+    return "\n".join(f"> {line}" if line.strip() else ">" for line in text.strip().split("\n"))
+
+
+def written_export(
+    exercise_set: ExerciseSet,
+    outcomes: Sequence[SubmissionOutcome],
+    master: dict[str, tuple[WrittenCell, str | None]] | None = None,
+    master_problem: str = "",
+) -> str:
+    """Markdown for the person grading the written questions of ``exercise_set``: per question its title,
+    points, rubric and model answer (from the master), then each submission's answer (``(no answer)`` when the
+    cell is missing or still ``YOUR ANSWER HERE``), quoted."""
+    master = master or {}
+    mine = [o for o in outcomes if o.set_id == exercise_set.id]
+    lines = [
+        f"# {exercise_set.id} — {exercise_set.title}: written answers",
+        "",
+        f"{len(mine)} submission(s). Give each answer its points in a scores.csv with the columns "
+        "`submission,question,points` (question = `exNN.name`), then run "
+        "`mmcourse grade SUBMISSIONS --out grades.csv --manual scores.csv`.",
+    ]
+    if master_problem:
+        lines += ["", f"**No rubric or model answer: {master_problem}.**"]
+    for q in exercise_set.written.values():
+        parsed = master.get(q.name, (None, None))[0]
+        lines += ["", f"## {q.key} — {q.title} ({format_points(q.points)} points)", "", "### Rubric", ""]
+        lines.append(parsed.rubric if parsed is not None and parsed.rubric else "(not found in the master)")
+        lines += ["", "### Model answer", ""]
+        lines.append(parsed.answer if parsed is not None and parsed.answer else "(not found in the master)")
+        lines += ["", "### Answers"]
+        for o in mine:
+            answer = o.answers.get(q.name)
+            lines += ["", f"#### {o.submission}", ""]
+            if q.name in o.answer_notes:
+                lines += [f"*({o.answer_notes[q.name]})*", ""]
+            lines.append(_quote(answer) if answer else "(no answer)")
+    return "\n".join(lines) + "\n"
+
+
+def _written_export_path(out_csv: Path, set_id: str) -> Path:
+    return out_csv.with_name(f"{out_csv.stem}_written_{set_id}.md")
 
 
 def feedback_text(outcome: SubmissionOutcome) -> str:
@@ -702,6 +1028,12 @@ def feedback_text(outcome: SubmissionOutcome) -> str:
         lines += ["", outcome.result.report(show_hints=True)]
     elif outcome.set_id:
         lines += ["", "No tests could run, so every question scores 0."]
+    if outcome.answers:
+        lines += ["", "Written questions (graded by a person, not part of the score above):"]
+        for name, answer in outcome.answers.items():
+            score = outcome.written_scores.get(name)
+            graded = f"{format_points(score)} points" if score is not None else "not graded yet"
+            lines.append(f"  - {outcome.set_id}.{name}: {'answered' if answer else 'no answer'} ({graded})")
     return "\n".join(lines) + "\n"
 
 
@@ -716,6 +1048,7 @@ def grade_directory(
     feedback_dir: str | Path | None = None,
     options: GradingOptions | None = None,
     progress: Callable[[SubmissionOutcome], None] | None = None,
+    manual_scores: str | Path | None = None,
 ) -> GradeSummary:
     """Grade every file under ``submissions_dir``; write ``out_csv`` and one feedback file per submission.
 
@@ -725,6 +1058,8 @@ def grade_directory(
         feedback_dir: where feedback files go (default: ``<out_csv stem>_feedback/`` beside the CSV).
         options: :class:`GradingOptions`.
         progress: called with each outcome as it completes.
+        manual_scores: a ``scores.csv`` of points for written questions (see :func:`merge_manual_scores`),
+            checked before any notebook runs.
     Returns:
         a :class:`GradeSummary`; ``summary.all_graded`` is what the CLI's exit code reports.
     """
@@ -741,6 +1076,8 @@ def grade_directory(
     start = time.perf_counter()
     ctx = _Context(options)
     paths = find_submissions(submissions_dir)
+    if manual_scores is not None:  # fail before the (long) grading, not after it
+        read_manual_scores(manual_scores, submissions=[p.relative_to(submissions_dir).as_posix() for p in paths])
 
     async def main() -> list[SubmissionOutcome]:
         semaphore = asyncio.Semaphore(options.workers)
@@ -754,7 +1091,22 @@ def grade_directory(
         return list(await asyncio.gather(*(one(p) for p in paths)))
 
     outcomes = asyncio.run(main())
-    _atomic_write_text(out_csv, gradebook_csv(outcomes, _question_columns(outcomes, ctx)))
+    columns, written = _question_columns(outcomes, ctx), _written_columns(outcomes, ctx)
+    header = [*GRADEBOOK_HEAD, *(f"{s}.{q}" for s, q in columns), *(q.key for q in written), *GRADEBOOK_TAIL]
+    rows = gradebook_rows(outcomes, columns, written)
+    problem = None
+    if manual_scores is not None:
+        try:
+            rows = merge_manual_scores(rows, manual_scores, sets=ctx.sets)
+            _apply_scores(outcomes, rows, ctx)
+        except ValueError as exc:
+            problem = exc
+    _atomic_write_text(out_csv, _rows_csv(rows, header))
+    for set_id in sorted({o.set_id for o in outcomes if o.set_id}):
+        if getattr(ctx.sets[set_id], "written", None):
+            master, master_problem = ctx.master(set_id)
+            text = written_export(ctx.sets[set_id], outcomes, master, master_problem)
+            _atomic_write_text(_written_export_path(out_csv, set_id), text)
     used: set[str] = set()
     for o in outcomes:
         name = _feedback_name(o.submission)
@@ -762,6 +1114,8 @@ def grade_directory(
             name = name[: -len(".txt")] + "_.txt"
         used.add(name)
         _atomic_write_text(feedback_dir / name, feedback_text(o))
+    if problem is not None:
+        raise ValueError(f"{problem} (the gradebook was written without the manual scores)")
     return GradeSummary(outcomes, out_csv, feedback_dir, time.perf_counter() - start)
 
 
@@ -771,6 +1125,17 @@ def default_hidden_dir() -> Path | None:
 
     try:
         path = course_root() / HIDDEN_DIR
+    except FileNotFoundError:
+        return None
+    return path if path.is_dir() else None
+
+
+def default_masters_dir() -> Path | None:
+    """``exercises/instructor/masters`` of the course checkout, if there is one."""
+    from mmcourse.grading.layout import MASTERS_DIR, course_root
+
+    try:
+        path = course_root() / MASTERS_DIR
     except FileNotFoundError:
         return None
     return path if path.is_dir() else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-__all__ = ["TestResult", "QuestionResult", "SetResult", "format_points"]
+__all__ = ["TestResult", "QuestionResult", "SetResult", "WrittenResult", "format_points"]
 
 PASS, FAIL = "✓", "✗"
 
@@ -153,3 +153,48 @@ class SetResult:
             f"<SetResult {self.set_id}: {format_points(self.points)}/{format_points(self.max_points)} points "
             f"in {len(self.questions)} questions>"
         )
+
+
+#: What :func:`mmcourse.grading.check` can tell about a written answer (``None``: it cannot see the notebook).
+WRITTEN_STATES = {
+    "answered": f"{PASS} your answer cell has an answer",
+    "unanswered": f"{FAIL} your answer cell still says YOUR ANSWER HERE",
+    "missing": f"{FAIL} no answer cell for this question (keep the cell under the question)",
+}
+
+
+@dataclass
+class WrittenResult:
+    """A written question as ``check`` sees it: graded by a person, so no points yet; maybe whether it is answered.
+
+    ``state`` is ``"answered"``, ``"unanswered"`` (still ``YOUR ANSWER HERE``), ``"missing"`` (no answer cell) or
+    ``None`` when the notebook file could not be read from the kernel (then only the points are reported).
+    """
+
+    key: str
+    title: str
+    max_points: float
+    state: str | None = None
+    source: str = ""  # where the state was read, e.g. "ex04_contrastive.ipynb as last saved"
+
+    @property
+    def name(self) -> str:
+        return self.key.partition(".")[2]
+
+    @property
+    def points(self) -> float:
+        return 0.0  # not known until a person grades it
+
+    @property
+    def passed(self) -> bool:
+        return self.state == "answered"
+
+    def report(self, *, show_hints: bool = True) -> str:
+        lines = [f"{self.key} — {self.title}: {format_points(self.max_points)} points, graded by a person (written)"]
+        if self.state in WRITTEN_STATES:
+            where = f" (in {self.source})" if self.source else ""
+            lines.append(f"  {WRITTEN_STATES[self.state]}{where}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"<WrittenResult {self.key}: {format_points(self.max_points)} points, graded by a person>"

@@ -1,5 +1,7 @@
 """Hidden tests of exercise set 2 (instructor only: not in the package, not in the student release)."""
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -81,3 +83,87 @@ def matches_the_reference_on_random_embeddings(fn):
 def needs_at_least_two_pairs(fn):
     """a batch of one pair raises ValueError (no mismatched pairs)"""
     expect_raises(ValueError, fn, torch.randn(1, 3), torch.randn(1, 3), what="alignment_gap with B = 1")
+
+
+def _reference_losses(image, text, text_ids, labels, head, weights, k, logit_scale, class_scale):
+    """Independent version: explicit loops over pairs and classes, log-sum-exp by hand, in float64."""
+    i = image.double() / image.double().norm(dim=1, keepdim=True)
+    t = text.double() / text.double().norm(dim=1, keepdim=True)
+    b = i.shape[0]
+    w, bias = head.weight.detach().double()[0], head.bias.detach().double()[0]
+    bce = []
+    for shift in range(k + 1):
+        for row in range(b):
+            other = (row - shift) % b
+            x, y = i[row], t[other]
+            logit = w @ torch.cat([x, y, x * y, (x - y).abs()]) + bias
+            target = 1.0 if bool(torch.equal(text_ids[row], text_ids[other])) else 0.0
+            bce.append(-(target * F.logsigmoid(logit) + (1 - target) * F.logsigmoid(-logit)))
+    implicit = torch.stack(bce).mean()
+    ce = []
+    for z in (i, t):
+        for name, wts in weights.items():
+            directions = wts.double() / wts.double().norm(dim=1, keepdim=True)
+            for row in range(b):
+                scores = class_scale * directions @ z[row]
+                ce.append(torch.logsumexp(scores, 0) - scores[labels[name][row]])
+    explicit = torch.stack(ce).mean()
+    sim = logit_scale * i @ t.T
+    rows = [torch.logsumexp(sim[r], 0) - sim[r, r] for r in range(b)]
+    cols = [torch.logsumexp(sim[:, c], 0) - sim[c, c] for c in range(b)]
+    contrastive = (torch.stack(rows).mean() + torch.stack(cols).mean()) / 2
+    return {"implicit": implicit, "explicit": explicit, "contrastive": contrastive}
+
+
+def _random_problem(seed, b=6, d=4):
+    g = _gen(seed)
+    image, text = torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
+    # captions 0 and 1 are word for word the same, and so are 3 and 5: rolled pairs of them are true matches
+    text_ids = torch.tensor([[7, 1], [7, 1], [2, 2], [4, 1], [9, 9], [4, 1]])[:b]
+    labels = {"color": torch.randint(0, 3, (b,), generator=g), "shape": torch.randint(0, 4, (b,), generator=g)}
+    weights = {"color": torch.randn(3, d, generator=g), "shape": torch.randn(4, d, generator=g)}
+    torch.manual_seed(seed)
+    head = nn.Linear(4 * d, 1)
+    return image, text, text_ids, labels, head, weights
+
+
+@HIDDEN.test("alignment_losses", points=2)
+def agrees_with_a_loop_reference_on_random_inputs(fn):
+    """random embeddings, duplicate captions, 1 or 2 negatives per pair: all three losses match a loop reference"""
+    for seed, (k, logit_scale, class_scale) in enumerate([(1, 1 / 0.07, 10.0), (2, 3.0, 2.5)]):
+        image, text, ids, labels, head, weights = _random_problem(seed + 20)
+        got = fn(
+            image, text, ids, labels, head, weights, num_negatives=k, logit_scale=logit_scale, class_scale=class_scale
+        )
+        want = _reference_losses(image, text, ids, labels, head, weights, k, logit_scale, class_scale)
+        for key in ("implicit", "explicit", "contrastive"):
+            expect_number(got[key], float(want[key]), atol=1e-4, what=f"losses[{key!r}] (num_negatives={k})")
+
+
+@HIDDEN.test("alignment_losses", points=1)
+def invariant_to_embedding_length_and_to_reordering_the_batch(fn):
+    """rescaling the embeddings changes nothing; permuting the pairs leaves explicit and contrastive unchanged"""
+    image, text, ids, labels, head, weights = _random_problem(30)
+    base = fn(image, text, ids, labels, head, weights)
+    scaled = fn(3.0 * image, 0.2 * text, ids, labels, head, weights)
+    for key in ("implicit", "explicit", "contrastive"):
+        expect_number(
+            scaled[key], float(base[key].detach()), atol=1e-4, what=f"losses[{key!r}] with rescaled embeddings"
+        )
+    perm = torch.tensor([2, 0, 5, 1, 4, 3])
+    permuted = fn(image[perm], text[perm], ids[perm], {k: v[perm] for k, v in labels.items()}, head, weights)
+    for key in ("explicit", "contrastive"):
+        expect_number(
+            permuted[key], float(base[key].detach()), atol=1e-4, what=f"losses[{key!r}] with the pairs reordered"
+        )
+
+
+@HIDDEN.test("alignment_losses", points=1)
+def contrastive_limits_of_the_temperature(fn):
+    """contrastive: log(B) at logit_scale 0; tends to 0 for aligned pairs as logit_scale grows"""
+    image, text, ids, labels, head, weights = _random_problem(31)
+    out = fn(image, text, ids, labels, head, weights, logit_scale=0.0)
+    expect_number(out["contrastive"], math.log(6), atol=1e-5, what="the contrastive loss at logit_scale 0")
+    emb = torch.eye(6)
+    sharp = fn(emb, emb.clone(), ids, labels, nn.Linear(24, 1), {"color": torch.eye(3, 6)}, logit_scale=50.0)
+    expect_number(sharp["contrastive"], low=0.0, high=1e-6, what="aligned pairs at logit_scale 50")

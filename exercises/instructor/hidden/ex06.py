@@ -2,7 +2,7 @@
 
 import torch
 
-from mmcourse.grading.expect import expect_close, expect_equal, expect_number, expect_raises
+from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number, expect_raises
 from mmcourse.grading.spec import HiddenTests
 
 HIDDEN = HiddenTests("ex06")
@@ -66,3 +66,74 @@ def ties_keep_the_lower_index_first(fn):
     _, indices = fn(torch.tensor([[1.0, 0.0]]), gallery, 4)
     expect_equal(indices, torch.tensor([[1, 2, 4, 0]]), what="the order of tied items")
     expect_raises(ValueError, fn, torch.randn(1, 2), gallery, 6, what="retrieve(k=6) from 5 items")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _loop_ranks(sim, mask):
+    """Sort each row, best first; the rank is 1 + the number of wrong items strictly above the best correct one."""
+    ranks = []
+    for q in range(sim.shape[0]):
+        best = max(float(sim[q, j]) for j in range(sim.shape[1]) if mask[q, j])
+        ranks.append(1 + sum(1 for j in range(sim.shape[1]) if not mask[q, j] and float(sim[q, j]) > best))
+    return torch.tensor(ranks)
+
+
+def _random_positives(q, g, seed):
+    mask = torch.rand(q, g, generator=_gen(seed)) < 0.15
+    mask[torch.arange(q), torch.randint(g, (q,), generator=_gen(seed + 1))] = True  # at least one each
+    return mask
+
+
+@HIDDEN.test("recall_with_positives", points=2)
+def several_positives_match_a_loop(fn):
+    """random (Q, G) matrices with random sets of correct items agree with a loop, for several k"""
+    for seed, (q, g) in enumerate([(1, 3), (7, 20), (30, 11)]):
+        sim, mask = torch.randn(q, g, generator=_gen(seed + 60)), _random_positives(q, g, seed + 70)
+        ranks, recalls = fn(sim, mask, (1, 2, 5))
+        want = _loop_ranks(sim, mask)
+        expect_equal(ranks, want, what=f"ranks ({q} x {g})")
+        for k in (1, 2, 5):
+            expect_number(recalls[k], float((want <= k).float().mean()), atol=1e-6, what=f"Recall@{k} ({q} x {g})")
+
+
+@HIDDEN.test("recall_with_positives", points=1)
+def invariant_to_gallery_order_and_monotone_rescaling(fn):
+    """shuffling the gallery (with its mask) or applying exp(3 x) to the scores changes no rank"""
+    sim, mask = torch.randn(8, 15, generator=_gen(80)), _random_positives(8, 15, 81)
+    ranks, _ = fn(sim, mask, (1,))
+    perm = torch.randperm(15, generator=_gen(82))
+    expect_equal(fn(sim[:, perm], mask[:, perm], (1,))[0], ranks, what="ranks after shuffling the gallery")
+    expect_equal(fn(torch.exp(3 * sim), mask, (1,))[0], ranks, what="ranks after exp(3 x)")
+
+
+@HIDDEN.test("recall_with_positives", points=1)
+def more_positives_never_hurt_and_recall_grows_with_k(fn):
+    """adding correct items never raises a rank; Recall@k grows with k and is 1 for k >= G"""
+    sim, mask = torch.randn(10, 9, generator=_gen(83)), _random_positives(10, 9, 84)
+    ranks, recalls = fn(sim, mask, (1, 2, 4, 9, 12))
+    more = mask | (torch.rand(10, 9, generator=_gen(85)) < 0.3)
+    expect(bool((fn(sim, more, (1,))[0] <= ranks).all()), "adding correct items made a rank worse")
+    values = [recalls[k] for k in (1, 2, 4, 9, 12)]
+    expect(values == sorted(values), "Recall@k must not decrease with k", got=str(values))
+    expect_number(recalls[9], 1.0, what="Recall@G")
+    expect_number(recalls[12], 1.0, what="Recall@k for k > G")
+
+
+@HIDDEN.test("recall_with_positives", points=1)
+def both_directions_of_a_multi_caption_gallery(fn):
+    """images with 3 captions each: image->text (mask) and text->image (indices) agree with the loop"""
+    sim = torch.randn(5, 15, generator=_gen(86))
+    text_to_image = torch.arange(5).repeat_interleave(3)
+    image_has_text = text_to_image[None, :] == torch.arange(5)[:, None]
+    expect_equal(fn(sim, image_has_text, (1,))[0], _loop_ranks(sim, image_has_text), what="image->text ranks")
+    expect_equal(fn(sim.T, text_to_image, (1,))[0], _loop_ranks(sim.T, image_has_text.T), what="text->image ranks")
+
+
+@HIDDEN.test("recall_with_positives", points=1)
+def rejects_malformed_positives(fn):
+    """indices out of range, a mask of the wrong shape, or a 1-d similarity raise ValueError"""
+    sim = torch.randn(3, 4, generator=_gen(87))
+    expect_raises(ValueError, fn, sim, torch.tensor([0, 4, 1]), (1,), what="an index equal to G")
+    expect_raises(ValueError, fn, sim, torch.tensor([0, 1]), (1,), what="2 indices for 3 queries")
+    expect_raises(ValueError, fn, sim, torch.ones(4, 3, dtype=torch.bool), (1,), what="a (4, 3) mask for (3, 4)")
+    expect_raises(ValueError, fn, torch.randn(4, generator=_gen(88)), torch.tensor([0]), (1,), what="a 1-d similarity")

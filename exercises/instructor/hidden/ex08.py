@@ -5,7 +5,7 @@ import io
 import torch
 from torch import nn
 
-from mmcourse.grading.expect import expect_close, expect_equal, expect_number
+from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number, expect_tensor
 from mmcourse.grading.spec import HiddenTests
 
 HIDDEN = HiddenTests("ex08")
@@ -22,7 +22,7 @@ def _reference_quantize(w):
     return q, scale
 
 
-@HIDDEN.test("quantize_per_channel", points=2)
+@HIDDEN.test("quantize_per_channel", points=1)
 def quantization_matches_the_reference(fn):
     """random matrices of very different row scales agree with the reference"""
     for seed, (rows, cols) in enumerate([(1, 1), (4, 33), (17, 5)]):
@@ -84,3 +84,98 @@ def int8_weights_are_about_four_times_smaller(fn):
     weight = torch.randn(256, 256, generator=_gen(30))
     ratio = fn(Holder(weight)) / fn(Holder(weight.to(torch.int8)))
     expect_number(ratio, low=3.5, high=4.0, what="float32 size / int8 size")
+
+
+def _layer(in_features, out_features, seed, bias=True):
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(out_features, in_features, generator=_gen(seed)) / in_features**0.5)
+        if bias:
+            layer.bias.copy_(torch.randn(out_features, generator=_gen(seed + 1)))
+    return layer
+
+
+def _reference_int8_linear(layer, x):
+    """float64 reference: per-channel weights, per-token inputs, exact integer sums (int64)."""
+    w_q, w_scale = _reference_quantize(layer.weight.detach())
+    peak = x.abs().amax(dim=-1, keepdim=True)
+    x_scale = torch.where(peak > 0, peak / 127, torch.ones_like(peak)).float()
+    x_q = torch.clamp(torch.round(x / x_scale), -127, 127).long()
+    acc = x_q @ w_q.long().T
+    y = acc.double() * x_scale.double() * w_scale.double()
+    return y if layer.bias is None else y + layer.bias.detach().double()
+
+
+@HIDDEN.test("Int8Linear", points=3)
+def forward_matches_an_independent_reference(fn):
+    """random layers (with and without bias) and tokens of very different sizes agree with an int64 reference"""
+    for seed, (n, d_in, d_out, bias) in enumerate([(5, 16, 8, True), (7, 33, 4, False), (1, 3, 9, True)]):
+        layer = _layer(d_in, d_out, 10 * seed, bias=bias)
+        x = torch.randn(n, d_in, generator=_gen(10 * seed + 5)) * torch.logspace(-2, 2, n)[:, None]
+        with torch.no_grad():
+            got = fn(layer)(x)
+        expect_close(
+            got.double(),
+            _reference_int8_linear(layer, x),
+            atol=1e-5,
+            rtol=1e-5,
+            what=f"the output ({n} tokens, {d_in} -> {d_out}, bias={bias})",
+        )
+
+
+@HIDDEN.test("Int8Linear", points=2)
+def integer_sums_are_exact_beyond_float32(fn):
+    """4096 inputs of large products: accumulate returns int32 sums exact to the last unit (float32 is not)"""
+    layer = nn.Linear(4096, 3, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(0.8 + 0.2 * torch.rand(3, 4096, generator=_gen(40)))
+    module = fn(layer)
+    x_q = torch.randint(90, 128, (4, 4096), generator=_gen(41)).to(torch.int8)
+    acc = module.accumulate(x_q)
+    expect_tensor(acc, shape=(4, 3), dtype=torch.int32, what="accumulate(x_q)")
+    want = x_q.long() @ module.weight_q.long().T
+    expect_number(
+        float((acc.long() - want).abs().max()),
+        0.0,
+        atol=0,
+        what="largest difference from the exact integer sums (~5e7: beyond float32's 2^24)",
+    )
+
+
+@HIDDEN.test("Int8Linear", points=1)
+def each_token_is_quantized_on_its_own(fn):
+    """scaling one token by 1000 leaves the other tokens' outputs unchanged, bit for bit"""
+    module = fn(_layer(12, 6, 50))
+    x = torch.randn(3, 12, generator=_gen(51))
+    louder = x.clone()
+    louder[1] *= 1000
+    with torch.no_grad():
+        expect_equal(module(louder)[[0, 2]], module(x)[[0, 2]], what="the outputs of tokens 0 and 2")
+
+
+@HIDDEN.test("Int8Linear", points=1)
+def doubling_the_input_doubles_the_output_before_the_bias(fn):
+    """dynamic input scale: forward(4 x) - b equals 4 (forward(x) - b) (the integers do not change)"""
+    layer = _layer(20, 7, 60)
+    module = fn(layer)
+    x = torch.randn(5, 20, generator=_gen(61))
+    bias = layer.bias.detach()
+    with torch.no_grad():
+        expect_close(module(4 * x) - bias, 4 * (module(x) - bias), atol=1e-5, rtol=1e-6)
+
+
+@HIDDEN.test("Int8Linear", points=1)
+def zero_rows_and_no_bias_are_safe(fn):
+    """no bias, a zero weight row and a zero token: zeros come out, no NaN, the float layer is untouched"""
+    layer = _layer(5, 3, 70, bias=False)
+    with torch.no_grad():
+        layer.weight[1] = 0.0
+    before = layer.weight.detach().clone()
+    x = torch.randn(3, 5, generator=_gen(71))
+    x[2] = 0.0
+    with torch.no_grad():
+        out = fn(layer)(x)
+    expect(bool(torch.isfinite(out).all()), "the output contains NaN or inf", got=str(out))
+    expect_close(out[:, 1], torch.zeros(3), atol=0, what="the output of the all-zero weight row")
+    expect_close(out[2], torch.zeros(3), atol=0, what="the output of the all-zero token")
+    expect_equal(layer.weight.detach(), before, what="the float layer's weight after building Int8Linear")

@@ -1,11 +1,15 @@
-"""Exercise set 3 (chapter 03_architectures, article §3.2): masks and cross-modal attention, by hand."""
+"""Exercise set 3 (chapter 03_architectures, article §3.2): masks and (multi-head) cross-modal attention, by hand."""
+
+import math
 
 import torch
 
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_raises, expect_tensor
 from mmcourse.grading.spec import ExerciseSet
 
-SET = ExerciseSet("ex03", "Cross-modal attention with padding masks", chapter="03_architectures", version=1)
+SET = ExerciseSet(
+    "ex03", "Multi-head cross-modal attention with padding masks", chapter="03_architectures", version=2
+)
 
 #: Attention must be computed by hand: the library's and torch's attention are off limits.
 ATTENTION_SHORTCUTS = (
@@ -86,6 +90,16 @@ def fully_masked_rows_are_zero_not_nan(fn):
     expect_equal(w[1], torch.zeros(2, 3), what="the weights of the fully masked sample")
 
 
+@weights_q.test(points=1, hint="-1e9 does not exist in float16 (max 65504): fill with torch.finfo(scores.dtype).min.")
+def masking_works_in_float16(fn):
+    """float16 inputs with a padding mask: finite float16 weights, zero on the padding"""
+    q, k = torch.randn(2, 3, 8, generator=_gen(7)).half(), torch.randn(2, 4, 8, generator=_gen(8)).half()
+    mask = torch.tensor([[True, True, False, False], [True, True, True, False]])
+    w = expect_tensor(fn(q, k, mask), shape=(2, 3, 4), dtype=torch.float16)
+    expect(bool(torch.isfinite(w).all()), "the float16 weights contain NaN or Inf")
+    expect_equal(w[0, :, 2:], torch.zeros(3, 2, dtype=torch.float16), what="the weights on sample 0's padding")
+
+
 # ---------------------------------------------------------------------------------------------------------------
 cross_q = SET.question("cross_modal_attention", "Text attends to image patches", forbidden=ATTENTION_SHORTCUTS)
 
@@ -128,3 +142,88 @@ def padded_patches_are_ignored(fn):
         expected="weights 1.0 on patch 0",
         got=str([round(float(x), 4) for x in weights[1, :, 0]]),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+multi_q = SET.question(
+    "multi_head_cross_attention", "Multi-head cross-attention, fp16-safe", forbidden=ATTENTION_SHORTCUTS
+)
+
+
+def _multi_inputs(seed: int, batch=2, len_t=3, len_i=5, dim_t=6, dim_i=4, dim=8, dim_out=5):
+    g = _gen(seed)
+    text, image = torch.randn(batch, len_t, dim_t, generator=g), torch.randn(batch, len_i, dim_i, generator=g)
+    w_q, w_k = torch.randn(dim_t, dim, generator=g) / 2, torch.randn(dim_i, dim, generator=g) / 2
+    w_v, w_o = torch.randn(dim_i, dim, generator=g), torch.randn(dim, dim_out, generator=g)
+    return text, image, w_q, w_k, w_v, w_o
+
+
+def _per_head_reference(text, image, w_q, w_k, w_v, w_o, num_heads, image_mask=None):
+    """One head at a time: head h owns columns h*d:(h+1)*d of w_q, w_k, w_v and rows h*d:(h+1)*d of w_o."""
+    text, image, w_q, w_k, w_v, w_o = (x.double() for x in (text, image, w_q, w_k, w_v, w_o))
+    d = w_q.shape[1] // num_heads
+    out, weights = 0, []
+    for h in range(num_heads):
+        cols = slice(h * d, (h + 1) * d)
+        scores = (text @ w_q[:, cols]) @ (image @ w_k[:, cols]).transpose(1, 2) / math.sqrt(d)
+        if image_mask is not None:
+            scores = scores.masked_fill(~image_mask[:, None, :], -math.inf)
+        w = torch.nan_to_num(torch.softmax(scores, dim=-1), nan=0.0)
+        out = out + (w @ (image @ w_v[:, cols])) @ w_o[cols]
+        weights.append(w)
+    return out, torch.stack(weights, dim=1)
+
+
+@multi_q.test(points=1, hint="Return (output (B, Lt, Dout), weights (B, H, Lt, Li)); raise ValueError if H ∤ D.")
+def shapes_and_head_check(fn):
+    """returns output (B, Lt, Dout) and weights (B, H, Lt, Li); rejects a width that H does not divide"""
+    out = fn(*_multi_inputs(0), num_heads=4)
+    expect(isinstance(out, tuple) and len(out) == 2, "must return a tuple (output, weights)", got=type(out).__name__)
+    expect_tensor(out[0], shape=(2, 3, 5), floating=True, what="the output")
+    expect_tensor(out[1], shape=(2, 4, 3, 5), floating=True, what="the weights")
+    expect_raises(ValueError, fn, *_multi_inputs(0), num_heads=3, what="num_heads=3 with a width of 8")
+
+
+@multi_q.test(
+    points=2,
+    hint="Split with view(B, L, H, d).transpose(1, 2), scale by sqrt(d) = sqrt(D / H) (not sqrt(D)), merge with "
+    "transpose(1, 2).reshape(B, L, D), then @ w_o.",
+)
+def agrees_with_a_per_head_loop(fn):
+    """agrees with a loop over heads (head h = its own slice of the width, scaled by sqrt(D/H))"""
+    inputs = _multi_inputs(1)
+    want_out, want_w = _per_head_reference(*inputs, num_heads=2)
+    out, weights = fn(*inputs, num_heads=2)
+    expect_close(weights, want_w.float(), atol=1e-5, what="the weights")
+    expect_close(out, want_out.float(), atol=1e-4, what="the output")
+
+
+@multi_q.test(
+    points=2,
+    hint="The mask is (B, Li): index it as image_mask[:, None, None, :] and fill with torch.finfo(dtype).min.",
+)
+def padding_mask_in_float16(fn):
+    """float16, padding mask: finite output, zero weight on padded patches, close to a float64 reference"""
+    inputs = _multi_inputs(2, batch=3)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False], [True, True, True, True, False]])
+    out, weights = fn(*(x.half() for x in inputs), num_heads=2, image_mask=mask)
+    expect_tensor(out, shape=(3, 3, 5), dtype=torch.float16, what="the float16 output")
+    expect(bool(torch.isfinite(out).all() and torch.isfinite(weights).all()), "float16 gives NaN or Inf")
+    expect_equal(weights[1, ..., 2:], torch.zeros(2, 3, 3, dtype=torch.float16), what="weights on padded patches")
+    want_out, _ = _per_head_reference(*(x.half() for x in inputs), num_heads=2, image_mask=mask)
+    expect_close(out, want_out.float(), atol=0.05, rtol=0.02, what="the float16 output")
+
+
+@multi_q.test(points=1, hint="A text with no real patch gets all-zero weights (and so an all-zero output).")
+def nothing_to_attend_to_gives_zeros(fn):
+    """a sample whose patches are all padding gets zero weights and a zero output (no NaN)"""
+    inputs = _multi_inputs(3)
+    mask = torch.tensor([[True, False, True, False, False], [False] * 5])
+    out, weights = fn(*inputs, num_heads=4, image_mask=mask)
+    expect(bool(torch.isfinite(out).all() and torch.isfinite(weights).all()), "the result contains NaN or Inf")
+    expect_equal(weights[1], torch.zeros(4, 3, 5), what="the weights of the fully masked sample")
+    expect_equal(out[1], torch.zeros(3, 5), what="the output of the fully masked sample")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+SET.written_question("one_head_or_two", "Experiment: one head or two?", points=3)

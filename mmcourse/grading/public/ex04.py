@@ -1,4 +1,4 @@
-"""Exercise set 4 (chapter 04_contrastive, article §4.1): CLIP's loss and zero-shot classification."""
+"""Exercise set 4 (chapter 04_contrastive, article §4.1): CLIP's loss, a training step, zero-shot classification."""
 
 import math
 
@@ -7,7 +7,7 @@ import torch
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number, expect_tensor
 from mmcourse.grading.spec import ExerciseSet
 
-SET = ExerciseSet("ex04", "Contrastive learning: CLIP loss and zero-shot", chapter="04_contrastive", version=1)
+SET = ExerciseSet("ex04", "Contrastive learning: CLIP loss and zero-shot", chapter="04_contrastive", version=2)
 
 #: The library's own contrastive losses: calling them earns nothing.
 LIBRARY_LOSSES = (
@@ -15,6 +15,7 @@ LIBRARY_LOSSES = (
     "mmcourse.objectives.contrastive.clip_loss",
     "mmcourse.objectives.contrastive.siglip_loss",
     "mmcourse.models.clip.TinyCLIP.loss",
+    "mmcourse.objectives.contrastive.LogitScale.forward",
 )
 
 
@@ -33,26 +34,12 @@ def returns_a_scalar_tensor(fn):
     expect_tensor(out, shape=(), floating=True)
 
 
-@loss_q.test(points=1, hint="With identical embeddings every logit is equal: each cross-entropy is log(N).")
-def identical_embeddings_give_log_n(fn):
-    """all embeddings identical: the loss is log(N)"""
-    features = torch.ones(5, 3)
-    expect_number(fn(features, features.clone()), math.log(5), atol=1e-4)
-
-
-@loss_q.test(points=2, hint="L2-normalise both feature sets, logits = image @ text.T / temperature.")
+@loss_q.test(points=1, hint="L2-normalise both feature sets, logits = image @ text.T / temperature.")
 def orthonormal_pairs_closed_form(fn):
     """orthonormal matched pairs: log(1 + (N - 1) exp(-1 / temperature))"""
     n, t = 4, 0.5
     features = torch.eye(n) * 3.0  # normalisation must remove the factor 3
     expect_number(fn(features, features.clone(), temperature=t), math.log(1 + (n - 1) * math.exp(-1 / t)), atol=1e-4)
-
-
-@loss_q.test(points=1, hint="Average image->text and text->image cross-entropies.")
-def symmetric_in_images_and_texts(fn):
-    """swapping images and texts gives the same loss"""
-    image, text = torch.randn(6, 5, generator=_gen(2)), torch.randn(6, 5, generator=_gen(3))
-    expect_number(fn(text, image), float(fn(image, text)), atol=1e-5, what="clip_loss(text, image)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -67,13 +54,6 @@ classifier_q = SET.question(
 def one_row_per_class(fn):
     """(C, T, D) prompt embeddings give (C, D) class embeddings"""
     expect_tensor(fn(torch.randn(3, 4, 6, generator=_gen(4))), shape=(3, 6), floating=True)
-
-
-@classifier_q.test(points=1, hint="Normalise the mean again at the end.")
-def class_embeddings_have_unit_length(fn):
-    """every class embedding has L2 norm 1"""
-    out = fn(torch.randn(5, 2, 7, generator=_gen(5)) * 4)
-    expect_close(out.norm(dim=-1), torch.ones(5), what="the row norms")
 
 
 @classifier_q.test(points=1, hint="One template: the class embedding is that prompt's normalised embedding.")
@@ -119,3 +99,85 @@ def probabilities_in_closed_form(fn):
     probs, _ = fn(image, classifier, temperature=0.5)
     e2 = math.exp(2)
     expect_close(probs, torch.tensor([[e2 / (e2 + 1), 1 / (e2 + 1)]]), atol=1e-5, what="probs")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+step_q = SET.question(
+    "clip_train_step", "A CLIP training step with a learnable, clamped temperature", forbidden=LIBRARY_LOSSES
+)
+
+
+CLIP_LOG_SCALE = math.log(1 / 0.07)  #: CLIP's initial t: logit scale 1 / 0.07
+
+
+def _toy_setup(seed: int, n=6, d_image=5, d_text=4, dim=3, log_scale=CLIP_LOG_SCALE, lr=0.1):
+    """Two linear towers, a learnable t = log(logit scale), plain SGD over all of them, and a batch."""
+    torch.manual_seed(seed)
+    image_encoder, text_encoder = torch.nn.Linear(d_image, dim), torch.nn.Linear(d_text, dim)
+    t = torch.nn.Parameter(torch.tensor(float(log_scale)))
+    optimizer = torch.optim.SGD([*image_encoder.parameters(), *text_encoder.parameters(), t], lr=lr)
+    g = _gen(seed + 100)
+    images, texts = torch.randn(n, d_image, generator=g), torch.randn(n, d_text, generator=g)
+    return image_encoder, text_encoder, t, optimizer, images, texts
+
+
+def _symmetric_loss(image_encoder, text_encoder, t, images, texts):
+    """The loss the step must report: normalised towers, logits exp(t) * cos, symmetric cross-entropy."""
+    with torch.no_grad():
+        image = image_encoder(images).double()
+        text = text_encoder(texts).double()
+        logits = t.double().exp() * (image / image.norm(dim=-1, keepdim=True)) @ (
+            text / text.norm(dim=-1, keepdim=True)).T
+        log_rows, log_cols = logits.log_softmax(dim=1).diagonal(), logits.log_softmax(dim=0).diagonal()
+        return float(-(log_rows.mean() + log_cols.mean()) / 2)
+
+
+@step_q.test(points=1, hint="Return loss.item(): a Python float, after optimizer.step().")
+def returns_a_float_and_trains(fn):
+    """returns the loss as a Python float and changes the towers' weights and t"""
+    image_encoder, text_encoder, t, optimizer, images, texts = _toy_setup(0)
+    before = image_encoder.weight.detach().clone(), text_encoder.weight.detach().clone(), t.item()
+    loss = fn(image_encoder, text_encoder, t, optimizer, images, texts)
+    expect(isinstance(loss, float), "the step must return a Python float (loss.item())", got=type(loss).__name__)
+    expect(not torch.equal(image_encoder.weight, before[0]), "the image tower's weights did not change")
+    expect(not torch.equal(text_encoder.weight, before[1]), "the text tower's weights did not change")
+    expect(t.item() != before[2], "t (the log of the logit scale) did not change: is it part of the loss?")
+
+
+@step_q.test(points=2, hint="logits = t.exp() * normalised image @ normalised text.T; the mean of both directions.")
+def reports_the_loss_before_the_update(fn):
+    """the returned loss is the symmetric loss at logit scale exp(t), before the update"""
+    for seed, log_scale in ((1, CLIP_LOG_SCALE), (2, 0.0), (3, math.log(60.0))):
+        image_encoder, text_encoder, t, optimizer, images, texts = _toy_setup(seed, log_scale=log_scale)
+        want = _symmetric_loss(image_encoder, text_encoder, t, images, texts)
+        expect_number(fn(image_encoder, text_encoder, t, optimizer, images, texts), want, atol=1e-4,
+                      what=f"the loss (logit scale {math.exp(log_scale):.1f})")
+
+
+@step_q.test(
+    points=2,
+    hint="Clamp the parameter t itself to [0, ln max_scale] after optimizer.step() (OpenCLIP), not exp(t) in "
+    "the forward pass: a clamp in the forward pass lets t run past the cap.",
+)
+def t_never_leaves_zero_to_log_max_scale(fn):
+    """t ends in [0, ln max_scale], also when the batch pushes it past the cap"""
+    for sign, log_scale, seed in ((1.0, math.log(95.0), 4), (-1.0, 0.05, 5)):
+        image_encoder, text_encoder, t, optimizer, images, texts = _tied_setup(seed, sign, log_scale)
+        fn(image_encoder, text_encoder, t, optimizer, images, texts)
+        if sign > 0:  # text i embeds exactly like image i: the loss wants an ever larger scale
+            expect_number(t.item(), high=math.log(100.0) + 1e-6, what="t after a step that pushes it up")
+        else:  # text i embeds opposite to image i: the loss wants an ever smaller scale
+            expect_number(t.item(), low=0.0, what="t after a step that pushes it down")
+
+
+def _tied_setup(seed: int, sign: float, log_scale: float, lr=50.0):
+    """Text tower = sign * image tower and texts = images: cos(image i, text i) = sign for every pair."""
+    image_encoder, text_encoder, t, optimizer, images, _ = _toy_setup(seed, d_text=5, log_scale=log_scale, lr=lr)
+    with torch.no_grad():
+        text_encoder.weight.copy_(sign * image_encoder.weight)
+        text_encoder.bias.copy_(sign * image_encoder.bias)
+    return image_encoder, text_encoder, t, optimizer, images, images.clone()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+SET.written_question("learnt_temperature", "Experiment: what does the temperature learn?", points=3)

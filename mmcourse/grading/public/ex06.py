@@ -1,11 +1,11 @@
-"""Exercise set 6 (chapter 06_applications, article §5.1, Fig.4): ranking and evaluating retrieval."""
+"""Exercise set 6 (chapter 06_applications, §5.1, Fig.4): ranking and evaluating retrieval, several positives."""
 
 import torch
 
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number, expect_raises, expect_tensor
 from mmcourse.grading.spec import ExerciseSet
 
-SET = ExerciseSet("ex06", "Retrieval: ranks, Recall@K and a ranker", chapter="06_applications", version=1)
+SET = ExerciseSet("ex06", "Retrieval: ranks, Recall@K and a ranker", chapter="06_applications", version=2)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -108,3 +108,78 @@ def scores_are_sorted_and_consistent(fn):
     unit = torch.nn.functional.normalize
     full = unit(queries, dim=-1) @ unit(gallery, dim=-1).T
     expect_close(scores, torch.gather(full, 1, indices), atol=1e-5, what="scores vs the cosine of the indices")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+multi_q = SET.question(
+    "recall_with_positives",
+    "Ranks and Recall@K with several correct items per query",
+    forbidden=(
+        "mmcourse.retrieval.recall_at_k",
+        "mmcourse.retrieval.rank_of_positives",
+        "mmcourse.retrieval.positives_to_mask",
+        "mmcourse.retrieval.recall_both_ways",
+        "mmcourse.retrieval.retrieval_metrics",
+    ),
+)
+
+#: 2 queries, 4 gallery items; query 0's correct items are 1 and 2, query 1's are 0 and 3.
+MULTI_SIM = torch.tensor([[0.9, 0.8, 0.7, 0.1], [0.5, 0.9, 0.95, 0.1]])
+MULTI_POS = torch.tensor([[False, True, True, False], [True, False, False, True]])
+
+
+def call_multi(fn, similarity, positives, ks):
+    out = fn(similarity, positives, ks)
+    expect(isinstance(out, tuple) and len(out) == 2, "must return (ranks, recalls)", got=type(out).__name__)
+    ranks, recalls = out
+    expect_tensor(ranks, shape=(similarity.shape[0],), dtype=torch.long, what="ranks")
+    expect(isinstance(recalls, dict) and sorted(recalls) == sorted(ks), "recalls must be a dict {k: recall}",
+           expected=f"keys {sorted(ks)}", got=str(recalls))
+    for k, value in recalls.items():
+        expect(isinstance(value, float), f"recalls[{k}] must be a Python float", got=type(value).__name__)
+    return ranks, recalls
+
+
+@multi_q.test(points=1, hint="Return (ranks (Q,) long, {k: float}); the gallery need not be as large as the queries.")
+def ranks_and_recalls_of_a_non_square_matrix(fn):
+    """a (3, 7) matrix: ranks (3,) long and {k: float}; index positives give the same as a one-hot mask"""
+    sim = torch.randn(3, 7, generator=_gen(20))
+    index = torch.tensor([6, 0, 2])
+    ranks, recalls = call_multi(fn, sim, index, (1, 3))
+    mask = torch.zeros(3, 7, dtype=torch.bool)
+    mask[torch.arange(3), index] = True
+    mask_ranks, mask_recalls = call_multi(fn, sim, mask, (1, 3))
+    expect_equal(mask_ranks, ranks, what="ranks from a one-hot mask vs from indices")
+    want = torch.tensor([1 + int((sim[q] > sim[q, index[q]]).sum()) for q in range(3)])
+    expect_equal(ranks, want, what="ranks (one correct item per query)")
+
+
+@multi_q.test(points=2, hint="A query's rank is that of its BEST-scored correct item; other correct items don't count.")
+def the_best_positive_counts(fn):
+    """query 0: wrong item first, correct ones 2nd and 3rd -> rank 2; query 1: two wrong items ahead -> rank 3"""
+    ranks, recalls = call_multi(fn, MULTI_SIM, MULTI_POS, (1, 2, 3))
+    expect_equal(ranks, torch.tensor([2, 3]), what="ranks")
+    for k, want in ((1, 0.0), (2, 0.5), (3, 1.0)):
+        expect_number(recalls[k], want, atol=1e-6, what=f"Recall@{k}")
+
+
+@multi_q.test(points=1, hint="Correct items never push each other down: count only wrong items above the best one.")
+def correct_items_do_not_compete(fn):
+    """every gallery item correct except the lowest-scored: every rank is 1"""
+    sim = torch.randn(4, 6, generator=_gen(21))
+    positives = sim > sim.min(dim=1, keepdim=True).values
+    ranks, _ = call_multi(fn, sim, positives, (1,))
+    expect_equal(ranks, torch.ones(4, dtype=torch.long), what="ranks")
+
+
+@multi_q.test(points=1, hint="Raise ValueError for a query with no correct item and for k < 1.")
+def rejects_queries_without_positives_and_bad_k(fn):
+    """a query with no correct item, or k = 0, raises ValueError"""
+    positives = MULTI_POS.clone()
+    positives[1] = False
+    expect_raises(ValueError, fn, MULTI_SIM, positives, (1,), what="a query with no correct item")
+    expect_raises(ValueError, fn, MULTI_SIM, MULTI_POS, (0, 1), what="ks = (0, 1)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+SET.written_question("two_directions", "Experiment: why do the two directions differ?", points=3)

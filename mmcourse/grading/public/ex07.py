@@ -1,11 +1,11 @@
-"""Exercise set 7 (chapter 07_challenges, article §6.2): few, augmented and noisy pairs."""
+"""Exercise set 7 (chapter 07_challenges, article §6.2): few, augmented and noisy pairs; weak supervision."""
 
 import torch
 
 from mmcourse.grading.expect import expect, expect_equal, expect_number, expect_raises, expect_tensor
 from mmcourse.grading.spec import ExerciseSet
 
-SET = ExerciseSet("ex07", "Data sparsity: augmentation and noisy pairs", chapter="07_challenges", version=1)
+SET = ExerciseSet("ex07", "Data sparsity: augmentation and noisy pairs", chapter="07_challenges", version=2)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -21,7 +21,9 @@ def linear_pairs(n: int, seed: int, noise: float = 0.05):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-corrupt_q = SET.question("corrupt_pairs", "Simulate noisy (weakly paired) data")
+corrupt_q = SET.question(
+    "corrupt_pairs", "Simulate noisy (weakly paired) data", forbidden=("mmcourse.labs.ch07_sparsity.corrupt_pairing",)
+)
 
 
 @corrupt_q.test(points=1, hint="Start from torch.arange(num_pairs) and permute some entries.")
@@ -36,12 +38,6 @@ def corrupts_exactly_m_pairs(fn):
     """noise_rate 0.5 of 10 pairs: exactly 5 images get a wrong text"""
     out = fn(10, 0.5, generator=_gen(1))
     expect_number(int((out != torch.arange(10)).sum()), 5, atol=0, what="the number of corrupted pairs")
-
-
-@corrupt_q.test(points=1, hint="noise_rate 0 means m = 0: nothing moves.")
-def no_noise_keeps_every_pair(fn):
-    """noise_rate 0 returns 0..N-1"""
-    expect_equal(fn(7, 0.0, generator=_gen(2)), torch.arange(7))
 
 
 @corrupt_q.test(points=1, hint="Raise ValueError unless 0 <= noise_rate <= 1.")
@@ -148,3 +144,71 @@ def fully_shuffled_pairs_retrieve_poorly(fn):
         expected=f"< {clean - 0.3:.3f}",
         got=f"{shuffled:.3f}",
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+weak_q = SET.question(
+    "weak_pair_experiment",
+    "Weak supervision: clean pairs plus cheap, noisy ones",
+    forbidden=(
+        "mmcourse.labs.ch07_sparsity.corrupt_pairing",
+        "mmcourse.labs.ch07_sparsity.weak_pairs",
+        "mmcourse.labs.ch07_sparsity.score_pairs",
+        "mmcourse.labs.ch07_sparsity.train_on_pairs",
+    ),
+)
+
+
+def weak_inputs(seed: int, clean: int = 16, weak: int = 112, test: int = 60, noise: float = 0.5):
+    """(x, y) tuples of clean, weak and test pairs drawn from one linear relation."""
+    x, y = linear_pairs(clean + weak + test, seed, noise=noise)
+    return (
+        (x[:clean], y[:clean]),
+        (x[clean : clean + weak], y[clean : clean + weak]),
+        (x[clean + weak :], y[clean + weak :]),
+    )
+
+
+@weak_q.test(points=1, hint='Return {"clean only": R@1, rate: R@1, ...}: one Python float in [0, 1] per run.')
+def one_recall_per_run(fn):
+    """returns {"clean only": float, rate: float, ...} with every recall in [0, 1]"""
+    out = fn(*weak_inputs(0), [0.0, 1.0], steps=20)
+    expect(isinstance(out, dict), "must return a dict", got=type(out).__name__)
+    expect(
+        sorted(map(str, out)) == ["0.0", "1.0", "clean only"],
+        'keys must be "clean only" and each rate',
+        expected="['clean only', 0.0, 1.0]",
+        got=repr(list(out)),
+    )
+    for key, value in out.items():
+        expect(
+            isinstance(value, float) and 0.0 <= value <= 1.0, f"out[{key!r}] must be a float in [0, 1]", got=repr(value)
+        )
+
+
+@weak_q.test(points=2, hint="Train on the clean pairs concatenated with the weak ones; rate 0 means all of them right.")
+def correct_added_pairs_help(fn):
+    """16 clean pairs + 112 added correct ones retrieve far better than the 16 alone"""
+    out = fn(*weak_inputs(0), [0.0], steps=100)
+    expect(
+        out[0.0] >= out["clean only"] + 0.15,
+        "adding 112 correct pairs should raise test Recall@1 by >= 0.15",
+        expected=f">= {out['clean only'] + 0.15:.3f}",
+        got=f"{out[0.0]:.3f} (clean only: {out['clean only']:.3f})",
+    )
+
+
+@weak_q.test(points=2, hint="Corrupt the weak pairs with corrupt_pairs(len(weak), rate, generator) before training.")
+def wrong_added_pairs_hurt(fn):
+    """112 added pairs that are all wrong make the model worse than the 16 clean pairs alone"""
+    out = fn(*weak_inputs(1), [1.0], steps=100)
+    expect(
+        out[1.0] < out["clean only"] - 0.1,
+        "added pairs that are all mismatched should lower test Recall@1 below the clean pairs alone",
+        expected=f"< {out['clean only'] - 0.1:.3f}",
+        got=f"{out[1.0]:.3f}",
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+SET.written_question("weak_pairs_noise", "Experiment: when do cheap, noisy pairs stop paying?", points=3)

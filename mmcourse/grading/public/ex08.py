@@ -1,4 +1,4 @@
-"""Exercise set 8 (chapter 08_practice, article §8.2): per-channel INT8 quantization from scratch."""
+"""Exercise set 8 (chapter 08_practice, article §8.2): per-channel INT8 quantization and an INT8 linear layer."""
 
 import torch
 from torch import nn
@@ -6,7 +6,7 @@ from torch import nn
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number, expect_tensor
 from mmcourse.grading.spec import ExerciseSet
 
-SET = ExerciseSet("ex08", "INT8 quantization from scratch", chapter="08_practice", version=1)
+SET = ExerciseSet("ex08", "INT8 quantization from scratch", chapter="08_practice", version=2)
 
 #: Quantization must be written by hand: torch's and the library's quantizers are off limits.
 QUANTIZERS = (
@@ -131,3 +131,102 @@ def a_linear_layer_costs_its_float32_weights_plus_a_header(fn):
     """nn.Linear(100, 100): 40,400 bytes of float32 plus a small header"""
     size = fn(nn.Linear(100, 100))
     expect_number(size, low=40_400, high=40_400 + 4096, what="the size in bytes")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+linear_q = SET.question(
+    "Int8Linear",
+    "An INT8 linear layer: per-channel weights, per-token inputs, int32 sums",
+    kind="class",
+    forbidden=(
+        *QUANTIZERS,
+        "mmcourse.quantization.Int8Linear",
+        "mmcourse.quantization.int8_matmul",
+        "mmcourse.quantization.quantize_dynamic",
+        "mmcourse.quantization.quantize_from_scratch",
+    ),
+)
+
+
+def _linear(in_features: int, out_features: int, seed: int, bias: bool = True) -> nn.Linear:
+    layer = nn.Linear(in_features, out_features, bias=bias)
+    with torch.no_grad():
+        layer.weight.copy_(torch.randn(out_features, in_features, generator=_gen(seed)) / in_features**0.5)
+        if bias:
+            layer.bias.copy_(torch.randn(out_features, generator=_gen(seed + 1)))
+    return layer
+
+
+@linear_q.test(points=1, hint="register_buffer('weight_q', int8 (out, in)) and ('weight_scale', float32 (out,)).")
+def stores_int8_weights_and_one_scale_per_output_channel(fn):
+    """Int8Linear(nn.Linear(7, 5)) keeps weight_q int8 (5, 7) and weight_scale float32 (5,) as buffers"""
+    layer = _linear(7, 5, 0)
+    module = fn(layer)
+    expect(isinstance(module, nn.Module), "Int8Linear must be an nn.Module", got=type(module).__name__)
+    expect_tensor(module.weight_q, shape=(5, 7), dtype=torch.int8, what="weight_q")
+    expect_tensor(module.weight_scale, shape=(5,), dtype=torch.float32, what="weight_scale")
+    keys = set(module.state_dict())
+    expect(
+        {"weight_q", "weight_scale"} <= keys,
+        "weight_q and weight_scale must be buffers (in the state_dict)",
+        got=sorted(keys),
+    )
+    error = (module.weight_q.float() * module.weight_scale[:, None] - layer.weight.detach()).abs()
+    expect(
+        bool((error <= module.weight_scale[:, None] / 2 + 1e-6).all()),
+        "weight_q * weight_scale must be the weight rounded to its row's grid",
+        got=f"max error / scale = {float((error / module.weight_scale[:, None]).max()):.3f}",
+    )
+
+
+@linear_q.test(points=1, hint="Per token: scale = max |x| over the last dim / 127 (keepdim=True), 1 for a zero row.")
+def quantize_input_gives_every_row_its_own_scale(fn):
+    """quantize_input: int8 values, one float32 scale per row (token), each row's largest |q| is 127"""
+    module = fn(_linear(6, 3, 1))
+    x = torch.randn(4, 6, generator=_gen(2)) * torch.tensor([0.01, 1.0, 30.0, 1000.0])[:, None]
+    out = module.quantize_input(x)
+    expect(
+        isinstance(out, tuple) and len(out) == 2, "quantize_input must return (x_q, x_scale)", got=type(out).__name__
+    )
+    x_q, x_scale = out
+    expect_tensor(x_q, shape=(4, 6), dtype=torch.int8, what="x_q")
+    expect_tensor(x_scale, shape=(4, 1), dtype=torch.float32, what="x_scale")
+    expect_equal(x_q.abs().amax(dim=1).to(torch.long), torch.full((4,), 127), what="max |x_q| of every row")
+
+
+@linear_q.test(points=1, hint="Cast both int8 operands to int32 before the matmul: x_q.to(torch.int32) @ ...")
+def accumulate_returns_the_integer_products_in_int32(fn):
+    """accumulate: a hand-computed example, as int32"""
+    layer = nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(torch.tensor([[1.0, -1.0], [0.5, 0.125]]))  # weight_q = [[127, -127], [127, 32]]
+    module = fn(layer)
+    acc = module.accumulate(torch.tensor([[1, 2], [-3, 4]], dtype=torch.int8))
+    expect_tensor(acc, shape=(2, 2), dtype=torch.int32, what="accumulate(x_q)")
+    expect_equal(acc, torch.tensor([[-127, 191], [-889, -253]], dtype=torch.int32), what="accumulate(x_q)")
+
+
+@linear_q.test(points=1, hint="y = accumulate(x_q) * x_scale * weight_scale + bias")
+def output_is_close_to_the_float_layer(fn):
+    """the output is float32 and within 2 % (relative) of the float layer's"""
+    layer = _linear(64, 32, 3)
+    x = torch.randn(10, 64, generator=_gen(4))
+    with torch.no_grad():
+        want, got = layer(x), fn(layer)(x)
+    expect_tensor(got, shape=(10, 32), dtype=torch.float32)
+    expect_number(float((got - want).norm() / want.norm()), low=0.0, high=0.02, what="the relative error")
+
+
+@linear_q.test(points=1, hint="Work on the last dim only, so that (..., in) inputs give (..., out) outputs.")
+def batched_inputs_keep_their_leading_dims(fn):
+    """an input (2, 3, in) gives (2, 3, out), each token computed as if alone"""
+    module = fn(_linear(8, 5, 5))
+    x = torch.randn(2, 3, 8, generator=_gen(6))
+    with torch.no_grad():
+        out = module(x)
+        expect_tensor(out, shape=(2, 3, 5), dtype=torch.float32)
+        expect_close(out.reshape(6, 5), module(x.reshape(6, 8)), atol=1e-6, what="the flattened output")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+SET.written_question("outlier_token", "Experiment: one outlier token, per-token vs per-tensor input scales", points=3)
