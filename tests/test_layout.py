@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from mmcourse.dev.readers_map import MAP, non_blank, refreshed
+
 PACKAGE = Path(__file__).resolve().parents[1] / "mmcourse"
 AROUND_THE_LIBRARY = ("labs", "viz", "grading", "dev")
 LIBRARY_BUDGET = 6_500
@@ -26,10 +28,6 @@ FUNCTION_BUDGET = 80
 def _part(path: Path) -> str:
     parts = path.relative_to(PACKAGE).parts
     return parts[0] if len(parts) > 1 and parts[0] in AROUND_THE_LIBRARY else "library"
-
-
-def _non_blank(text: str) -> int:
-    return sum(1 for line in text.splitlines() if line.strip())
 
 
 FILES = sorted(PACKAGE.rglob("*.py"))
@@ -86,37 +84,34 @@ def test_model_files_hold_models():
 @pytest.mark.parametrize("path", LIBRARY, ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_library_files_and_functions_stay_small(path):
     text = path.read_text()
-    assert _non_blank(text) <= FILE_BUDGET, f"{_non_blank(text)} non-blank lines (budget {FILE_BUDGET})"
+    assert non_blank(text) <= FILE_BUDGET, f"{non_blank(text)} non-blank lines (budget {FILE_BUDGET})"
     lines = text.splitlines()
     long = []
     for node in ast.walk(ast.parse(text)):
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             body = node.body[1:] if ast.get_docstring(node) else node.body
-            size = _non_blank("\n".join(lines[body[0].lineno - 1 : node.end_lineno])) if body else 0
+            size = non_blank("\n".join(lines[body[0].lineno - 1 : node.end_lineno])) if body else 0
             if size > FUNCTION_BUDGET:
                 long.append(f"{node.name}: {size} lines")
     assert not long, f"function bodies over {FUNCTION_BUDGET} non-blank lines: {long}"
 
 
 def test_the_library_fits_its_line_budget():
-    total = sum(_non_blank(p.read_text()) for p in LIBRARY)
+    total = sum(non_blank(p.read_text()) for p in LIBRARY)
     assert total <= LIBRARY_BUDGET, f"the library has {total} non-blank lines (budget {LIBRARY_BUDGET})"
 
 
 def test_the_readers_map_lists_every_library_file_with_its_size():
     """``mmcourse/README.md`` is the reading order; it must name every library file and give its current size."""
-    readme = (PACKAGE / "README.md").read_text()
-    missing, stale = [], []
-    for path in LIBRARY:
-        if path.name == "__init__.py" and _non_blank(path.read_text()) < 30:
-            continue
-        rel = path.relative_to(PACKAGE).as_posix()
-        row = next((line for line in readme.splitlines() if f"`{rel}`" in line), None)
-        if row is None:
-            missing.append(rel)
-        elif f"| {_non_blank(path.read_text())} |" not in row:
-            stale.append(rel)
+    readme = MAP.read_text()
+    missing = [
+        path.relative_to(PACKAGE).as_posix()
+        for path in LIBRARY
+        if not (path.name == "__init__.py" and non_blank(path.read_text()) < 30)
+        and f"\n| `{path.relative_to(PACKAGE).as_posix()}` |" not in readme  # a row of the map's table
+    ]
     assert not missing, f"not on the reader's map: {missing}"
+    _, stale = refreshed(readme)
     assert not stale, f"line counts out of date on the reader's map (python -m mmcourse.dev.readers_map): {stale}"
 
 
