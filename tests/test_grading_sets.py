@@ -7,14 +7,14 @@ import nbformat
 import pytest
 from grading_fixtures import execute_in_process, hidden_tests
 
-from mmcourse.grading.authoring import master_questions
+from mmcourse.grading.authoring import heading_points, master_questions
 from mmcourse.grading.layout import MASTERS_DIR, STUDENT_DIR
 from mmcourse.grading.runner import _resolve, run_set
 from mmcourse.grading.spec import available_sets, load_set
 
 ROOT = Path(__file__).resolve().parent.parent
 SETS = available_sets()
-HEADING = re.compile(r"^## Question (\d+) · `(\w+)` \((\d+(?:\.\d+)?) points?\)", re.MULTILINE)
+HEADING = re.compile(r"^## Question (\d+) · `(\w+)` \(([^)\n]*)\)", re.MULTILINE)
 
 
 def _master(set_id: str) -> Path:
@@ -50,7 +50,8 @@ def test_student_notebook_scores_zero_and_says_not_implemented(set_id):
 
 @pytest.mark.parametrize("set_id", SETS)
 def test_master_structure_matches_the_spec(set_id):
-    """≥ 3 questions, each defined in the master, checked right after, with its points in the heading."""
+    """≥ 3 questions, each defined in the master, checked right after, with its points in the heading: the total
+    (declared in the spec, equal to its public + hidden tests) and the share that check() runs."""
     exercise_set, hidden = load_set(set_id), hidden_tests(set_id)
     nb = _read(_master(set_id))
     assert nb.metadata["mmcourse"]["exercise_set"] == set_id
@@ -62,7 +63,11 @@ def test_master_structure_matches_the_spec(set_id):
     assert [int(n) for n, _, _ in headings] == list(range(1, len(headings) + 1))
     for (_, name, points), question in zip(headings, exercise_set, strict=True):
         assert name in defined
-        assert float(points) == question.max_points(hidden), f"{question.key}: heading says {points} points"
+        assert question.points == question.max_points(hidden), (
+            f"{question.key}: declared points={question.points}, its public + hidden tests give "
+            f"{question.max_points(hidden):g}"
+        )
+        assert points == heading_points(question, hidden), f"{question.key}: the heading says ({points})"
         assert len(question.tests) >= 2 and len(hidden.tests.get(name, [])) >= 1, question.key
     code = [c.source.strip() for c in nb.cells if c.cell_type == "code"]
     for question in exercise_set:
@@ -128,3 +133,18 @@ def test_answers_that_call_the_reference_implementation_score_zero(set_id, name,
     result = run_set(load_set(set_id), namespace, hidden_tests(set_id), capture_output=True)[name]
     assert result.points == 0.0 and "reference implementation" in result.violation, result.report()
     assert result.max_points == question.max_points(hidden_tests(set_id))
+
+
+@pytest.mark.parametrize("set_id", SETS)
+def test_check_says_the_same_split_as_the_headings(set_id):
+    """check() runs the public tests only; its last line gives their share of the question's points, as the heading."""
+    from mmcourse.grading import check
+
+    exercise_set, hidden = load_set(set_id), hidden_tests(set_id)
+    for question in exercise_set:
+        last = check(question.key, namespace={}, quiet=True).text.splitlines()[-1]
+        total, public = question.max_points(hidden), question.public_points
+        assert f"0/{public:g} points checked here, of this question's {total:g}" in last, last
+        assert f"the grader's hidden tests give the other {total - public:g}." in last, last
+    last = check(set_id, namespace={}, quiet=True).text.splitlines()
+    assert any(f"of the set's {exercise_set.max_points(hidden):g} auto-graded points" in line for line in last)

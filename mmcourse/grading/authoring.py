@@ -38,6 +38,7 @@ finish if :func:`scan_for_leaks` finds solution or hidden-test text in it.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shutil
@@ -46,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mmcourse.grading.layout import HIDDEN_DIR, MASTERS_DIR, STUDENT_DIR, course_root
-from mmcourse.grading.spec import SET_ID_PATTERN, ExerciseSet, load_set
+from mmcourse.grading.spec import SET_ID_PATTERN, ExerciseSet, HiddenTests, Question, load_set
 
 __all__ = [
     "BEGIN_SOLUTION",
@@ -64,6 +65,9 @@ __all__ = [
     "answer_text",
     "master_written",
     "INSTRUCTOR_ONLY_TAG",
+    "KERNELSPEC",
+    "LANGUAGE_INFO",
+    "heading_points",
     "strip_solutions",
     "student_notebook",
     "generate",
@@ -80,6 +84,19 @@ END_SOLUTION = "# END SOLUTION"
 PLACEHOLDER = ("# YOUR CODE HERE", "raise NotImplementedError")
 INSTRUCTOR_ONLY_TAG = "instructor-only"
 KERNELSPEC = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+#: What ipykernel reports as ``language_info``, as the executed chapter notebooks store it (the reference
+#: environment's Python). Written in full so that JupyterLab, which copies the kernel's ``language_info`` into the
+#: notebook when the kernel starts, finds nothing to change: with only ``{"name": "python"}`` it would fill in the
+#: rest and ask to save a notebook nobody edited. One fixed version keeps the generated files byte-identical.
+LANGUAGE_INFO = {
+    "codemirror_mode": {"name": "ipython", "version": 3},
+    "file_extension": ".py",
+    "mimetype": "text/x-python",
+    "name": "python",
+    "nbconvert_exporter": "python",
+    "pygments_lexer": "ipython3",
+    "version": "3.11.7",
+}
 _MIN_LEAK_LINE = 12
 #: Markers of a written question's answer cell (markdown; each on a line of its own).
 BEGIN_ANSWER = "<!-- BEGIN SOLUTION -->"
@@ -357,7 +374,7 @@ def student_notebook(master, *, notebook_relpath: str, url: str | None = None, e
     nb = nbformat.v4.new_notebook(cells=cells)
     nb.metadata = {
         "kernelspec": dict(KERNELSPEC),
-        "language_info": {"name": "python"},
+        "language_info": copy.deepcopy(LANGUAGE_INFO),
         "mmcourse": {"exercise_set": set_id, "version": version},
     }
     nbformat.validate(nb)
@@ -577,3 +594,22 @@ def master_questions(nb) -> list[str]:
         if cell.cell_type == "code":
             names += re.findall(r"^(?:def|class)\s+([A-Za-z_]\w*)", cell.source, flags=re.MULTILINE)
     return names
+
+
+def heading_points(question: Question, hidden: HiddenTests | None = None) -> str:
+    """What a question's heading in the master says about its points, e.g. ``"9 points: 5 checked here, 4 by the
+    grader's hidden tests"`` — the total, and the share that ``check`` runs (it reports the same split).
+
+    The total is the question's declared ``points`` or, without one, its public + ``hidden`` tests' points.
+    """
+    from mmcourse.grading.results import format_points
+
+    total = question.points if question.points is not None else question.max_points(hidden)
+    public = question.public_points
+    unit = "point" if total == 1 else "points"
+    if total == public:
+        return f"{format_points(total)} {unit}, all checked here"
+    return (
+        f"{format_points(total)} {unit}: {format_points(public)} checked here, "
+        f"{format_points(total - public)} by the grader's hidden tests"
+    )

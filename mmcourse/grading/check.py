@@ -6,6 +6,10 @@ points, and for a failure: what was expected, what came, a hint). It works offli
 notebook file is called, and reports — never raises — whatever the student's code does. Hidden tests, which the
 instructor's grader adds, are not part of the installed package.
 
+Each question's heading in the notebook gives its points, public and hidden tests together; the last line of the
+report says which share of them the public tests cover ("Public tests: 3/5 points checked here, of this question's
+9; the grader's hidden tests give the other 4.").
+
 Written questions (answered in words, in a markdown cell) are graded by a person: ``check("ex04.<name>")``
 reports their points and, when it can read the notebook file from the kernel (JupyterLab, Notebook and VS Code
 tell the kernel where it is; Colab does not), whether the answer cell still says ``YOUR ANSWER HERE`` — as last
@@ -21,9 +25,9 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from mmcourse.grading.results import QuestionResult, SetResult, WrittenResult
+from mmcourse.grading.results import QuestionResult, SetResult, WrittenResult, format_points
 from mmcourse.grading.runner import run_question, run_set
-from mmcourse.grading.spec import WrittenQuestion, load_set, parse_check_name
+from mmcourse.grading.spec import Question, WrittenQuestion, load_set, parse_check_name
 
 __all__ = ["check", "CheckReport"]
 
@@ -201,11 +205,8 @@ def check(
                 else _find_namespace(question.name, caller_globals)
             )
         result = run_question(question, namespace, answer=answer, time_limit=CHECK_TIME_LIMIT)
-    footer = (
-        "All public tests pass. The grader will also run hidden tests."
-        if _all_passed(result)
-        else "(public tests; the grader adds hidden tests)"
-    )
+    questions = list(exercise_set) if question_name is None else [exercise_set[question_name]]
+    footer = _footer(result, questions, whole_set=question_name is None)
     text = "\n\n".join([result.report(), *(w.report() for w in written)])
     if written:
         footer += "\nWritten questions are graded by a person."
@@ -213,6 +214,30 @@ def check(
     if not quiet:
         print(report.text)
     return report
+
+
+def _footer(result: QuestionResult | SetResult, questions: list[Question], *, whole_set: bool) -> str:
+    """What the points above mean: the public tests' share of the question's (set's) points, the rest hidden.
+
+    ``check`` runs only the public tests; the notebook's headings give each question's total, public and hidden
+    tests together. Without declared totals (``SET.question(..., points=...)``) it says only that hidden tests
+    follow.
+    """
+    passed = _all_passed(result)
+    totals = [q.points for q in questions]
+    if not questions or any(t is None for t in totals):
+        if passed:
+            return "All public tests pass. The grader will also run hidden tests."
+        return "(public tests; the grader adds hidden tests)"
+    total = sum(totals)
+    hidden = total - sum(q.public_points for q in questions)
+    points = format_points(total)
+    of = f"of the set's {points} auto-graded points" if whole_set else f"of this question's {points}"
+    head = "All public tests pass" if passed else "Public tests"
+    line = f"{head}: {format_points(result.points)}/{format_points(result.max_points)} points checked here, {of}"
+    if hidden > 0:
+        return f"{line}; the grader's hidden tests give the other {format_points(hidden)}."
+    return f"{line}."
 
 
 def _all_passed(result: QuestionResult | SetResult | WrittenResult) -> bool:

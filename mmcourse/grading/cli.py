@@ -15,13 +15,19 @@ __all__ = ["add_parser"]
 
 def add_parser(subparsers) -> None:
     """Register ``grade`` and ``exercises`` on an ``argparse`` subparsers object."""
+    _add_grade(subparsers)
+    _add_exercises(subparsers)
+
+
+def _add_grade(subparsers) -> None:
+    """``mmcourse grade``."""
     grade = subparsers.add_parser(
         "grade",
         help="grade a folder of submitted exercise notebooks into a gradebook CSV",
         description="Run every submission in a fresh kernel, run public + hidden tests, write a gradebook CSV "
         "(one row per file) and a feedback file per submission. Written questions are exported with their rubric "
-        "to <out stem>_written_exNN.md; --manual merges the points a person gave. Exit code 0 only if every "
-        "submission was graded.",
+        "to <out stem>_written_exNN.md; --manual merges the points a person gave; --similarity also writes "
+        "<out stem>_similarity.csv (pairs of similar answers). Exit code 0 only if every submission was graded.",
     )
     grade.add_argument("submissions", type=Path, help="folder of submitted notebooks (searched recursively)")
     grade.add_argument("--out", type=Path, required=True, help="gradebook CSV to write")
@@ -71,9 +77,25 @@ def add_parser(subparsers) -> None:
         help="folder of master notebooks, for the rubrics of written questions "
         "(default: exercises/instructor/masters of this checkout)",
     )
+    grade.add_argument(
+        "--similarity",
+        action="store_true",
+        help="also compare every pair of submissions of a set, per question (answers normalised: template, "
+        "comments and names removed) and write <out stem>_similarity.csv, similar pairs flagged",
+    )
+    grade.add_argument(
+        "--similarity-threshold",
+        type=float,
+        default=None,
+        metavar="T",
+        help="flag pairs at least this similar, in (0, 1] (default 0.9)",
+    )
     grade.add_argument("--quiet", action="store_true", help="no progress lines")
     grade.set_defaults(func=_grade)
 
+
+def _add_exercises(subparsers) -> None:
+    """``mmcourse exercises generate | release | list | gradescope | similarity``."""
     exercises = subparsers.add_parser("exercises", help="author and release the exercise notebooks")
     sub = exercises.add_subparsers(dest="exercises_command", required=True)
     gen = sub.add_parser("generate", help="regenerate the student notebooks in exercises/ from the masters")
@@ -87,11 +109,47 @@ def add_parser(subparsers) -> None:
     rel.set_defaults(func=_release)
     lst = sub.add_parser("list", help="list the exercise sets, their questions and points")
     lst.set_defaults(func=_list)
+    gs = sub.add_parser(
+        "gradescope",
+        help="build a Gradescope autograder zip for one set (it holds the HIDDEN TESTS: for your Gradescope "
+        "account only)",
+        description="Build a Gradescope autograder bundle: setup.sh (installs a wheel of this checkout's course "
+        "package, PyTorch CPU and the grader's kernel packages), run_autograder (grades the submitted notebook with "
+        "the public and hidden tests into results/results.json), the set's hidden tests and its student notebook. "
+        "The zip contains the hidden tests: upload it only as the autograder of an assignment in your Gradescope "
+        "account, never give it to students. It contains no master notebook, so no solution or rubric.",
+    )
+    gs.add_argument("set_id", metavar="SET", help="the exercise set, e.g. ex04")
+    gs.add_argument("out", type=Path, metavar="OUT.zip", help="the zip to write")
+    gs.add_argument(
+        "--hidden",
+        type=Path,
+        default=None,
+        help="folder of hidden tests (default: exercises/instructor/hidden of this checkout)",
+    )
+    gs.set_defaults(func=_gradescope)
+    sim = sub.add_parser(
+        "similarity",
+        help="report pairs of submissions with similar answers, without grading",
+        description="Compare every pair of submissions of the same set, per auto-graded question, after removing "
+        "the question's template, comments, docstrings and the names of variables; write a CSV "
+        "(a, b, set, question, similarity, flagged), most similar pairs first. Nothing is executed.",
+    )
+    sim.add_argument("submissions", type=Path, help="folder of submitted notebooks (searched recursively)")
+    sim.add_argument("--out", type=Path, required=True, help="the CSV to write")
+    sim.add_argument("--set", dest="force_set", default=None, help="treat every notebook as this set (e.g. ex04)")
+    sim.add_argument(
+        "--threshold", type=float, default=None, help="flag pairs at least this similar, in (0, 1] (default 0.9)"
+    )
+    sim.set_defaults(func=_similarity)
 
 
 def _grade(args: argparse.Namespace) -> int:
     from mmcourse.grading.grader import GradingOptions, default_hidden_dir, default_masters_dir, grade_directory
 
+    if args.similarity_threshold is not None and not args.similarity:
+        print("error: --similarity-threshold needs --similarity", file=sys.stderr)
+        return 2
     if args.public_only:
         hidden_dir = None
     else:
@@ -116,6 +174,13 @@ def _grade(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+
+    if args.similarity:  # cheap (sources only): before the long grading, so that its problems stop the run early
+        from mmcourse.grading.similarity import similarity_path
+
+        code = _write_similarity(args.submissions, similarity_path(args.out), args.force_set, args.similarity_threshold)
+        if code:
+            return code
 
     def progress(outcome) -> None:
         if not args.quiet:
@@ -143,6 +208,38 @@ def _grade(args: argparse.Namespace) -> int:
     if exports:
         print("written answers to grade by hand: " + ", ".join(str(p) for p in exports))
     return 0 if summary.all_graded else 1
+
+
+def _write_similarity(submissions: Path, out: Path, force_set: str | None, threshold: float | None) -> int:
+    """Write the similarity report to ``out``; the exit code (2 for bad input)."""
+    from mmcourse.grading.similarity import THRESHOLD, write_similarity_report
+
+    threshold = THRESHOLD if threshold is None else threshold
+    try:
+        path, rows = write_similarity_report(submissions, out, threshold=threshold, force_set=force_set)
+    except (NotADirectoryError, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    flagged = sum(r.flagged for r in rows)
+    print(f"similarity: {len(rows)} pairs compared, {flagged} flagged (similarity >= {threshold:g}) -> {path}")
+    return 0
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    return _write_similarity(args.submissions, args.out, args.force_set, args.threshold)
+
+
+def _gradescope(args: argparse.Namespace) -> int:
+    from mmcourse.grading.gradescope import build_bundle
+
+    try:
+        out = build_bundle(args.set_id, args.out, hidden_dir=args.hidden)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {out}: the Gradescope autograder of {args.set_id}, hidden tests included (upload it only to your")
+    print("Gradescope account; add a manually graded question for each written question of the set)")
+    return 0
 
 
 def _generate(args: argparse.Namespace) -> int:

@@ -80,6 +80,7 @@ __all__ = [
     "SubmissionOutcome",
     "GradeSummary",
     "grade_directory",
+    "grade_notebook",
     "load_hidden_tests",
     "gradebook_rows",
     "gradebook_csv",
@@ -1117,6 +1118,19 @@ def grade_directory(
     if problem is not None:
         raise ValueError(f"{problem} (the gradebook was written without the manual scores)")
     return GradeSummary(outcomes, out_csv, feedback_dir, time.perf_counter() - start)
+
+
+def grade_notebook(path: str | Path, options: GradingOptions | None = None) -> SubmissionOutcome:
+    """Grade one notebook file as :func:`grade_directory` grades each submission (same kernel, limits and tests);
+    write nothing. ``outcome.result`` holds the per-question, per-test results, or is None when no tests could run
+    (``outcome.status`` and ``outcome.message`` say why)."""
+    path = Path(path)
+    ctx = _Context(options or GradingOptions())
+
+    async def main() -> SubmissionOutcome:
+        return await _grade_file(path, path.name, ctx, asyncio.Semaphore(1))
+
+    return asyncio.run(main())
 
 
 def default_hidden_dir() -> Path | None:

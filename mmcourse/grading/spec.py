@@ -24,6 +24,12 @@ A test receives the student's object (function or class) and returns nothing; it
 :class:`~mmcourse.grading.expect.Mismatch`). Points are per test, so a question earns partial credit. The
 question's name is the name the student defines in the notebook. ``forbidden`` lists dotted names of library
 reference implementations that the answer must not call (see :mod:`mmcourse.grading.runner`).
+
+``points`` declares the question's total, public *and* hidden tests together (what its heading in the notebook
+says), so that :func:`~mmcourse.grading.check.check` can tell the student which share of it the public tests
+cover; the course's tests check that it equals the public + hidden points. ``printed_in`` names the chapter code
+that answers the question nearly verbatim (e.g. ``"05_pretraining: beam_search_one"``), if any: such a question
+may be worth at most :data:`PRINTED_MAX_SHARE` of its set's auto-graded points.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ __all__ = [
     "HiddenTests",
     "WrittenQuestion",
     "SET_ID_PATTERN",
+    "PRINTED_MAX_SHARE",
     "available_sets",
     "load_set",
     "parse_check_name",
@@ -49,6 +56,8 @@ __all__ = [
 #: Exercise set ids: ``ex`` + two digits (the chapter number).
 SET_ID_PATTERN = re.compile(r"ex\d\d")
 _NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: The largest share of a set's auto-graded points that a question whose answer a chapter prints may carry.
+PRINTED_MAX_SHARE = 0.20
 
 
 def _first_doc_line(fn: Callable) -> str:
@@ -86,6 +95,8 @@ class Question:
     kind: str = "function"
     forbidden: tuple[str, ...] = ()
     tests: list[TestCase] = field(default_factory=list)
+    points: float | None = None  # the declared total, public + hidden tests (None: not declared)
+    printed_in: str = ""  # the chapter code that answers it nearly verbatim, e.g. "05_pretraining: beam_search_one"
 
     @property
     def key(self) -> str:
@@ -111,6 +122,16 @@ class Question:
 
     def max_points(self, hidden: HiddenTests | None = None) -> float:
         return sum(t.points for t in self.all_tests(hidden))
+
+    @property
+    def public_points(self) -> float:
+        """The points of the public tests: what ``check`` can award."""
+        return sum(t.points for t in self.tests)
+
+    @property
+    def hidden_points(self) -> float | None:
+        """The points only the grader's hidden tests award (declared total - public), or None if not declared."""
+        return None if self.points is None else self.points - self.public_points
 
 
 @dataclass(frozen=True)
@@ -146,15 +167,32 @@ class ExerciseSet:
         self.questions: dict[str, Question] = {}
         self.written: dict[str, WrittenQuestion] = {}
 
-    def question(self, name: str, title: str, *, kind: str = "function", forbidden: Iterable[str] = ()) -> Question:
-        """Declare a question; ``name`` is the function/class name the student defines."""
+    def question(
+        self,
+        name: str,
+        title: str,
+        *,
+        kind: str = "function",
+        forbidden: Iterable[str] = (),
+        points: float | None = None,
+        printed_in: str = "",
+    ) -> Question:
+        """Declare a question; ``name`` is the function/class name the student defines.
+
+        ``points``: its total, public + hidden tests (see the module's docstring); ``printed_in``: the chapter code
+        that answers it nearly verbatim, if any.
+        """
         if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
             raise ValueError(f"question name must be a Python identifier, got {name!r}")
         if name in self.questions:
             raise ValueError(f"{self.id}: question {name!r} declared twice")
         if kind not in ("function", "class"):
             raise ValueError(f"kind must be 'function' or 'class', got {kind!r}")
-        q = Question(self.id, name, title, kind, tuple(forbidden))
+        if points is not None:
+            _check_points(points)
+        if not isinstance(printed_in, str):
+            raise TypeError(f"printed_in must be a string, got {type(printed_in).__name__}")
+        q = Question(self.id, name, title, kind, tuple(forbidden), points=points, printed_in=printed_in)
         self.questions[name] = q
         return q
 

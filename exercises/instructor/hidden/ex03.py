@@ -59,6 +59,41 @@ def matches_the_reference_with_a_3d_mask(fn):
     expect_close(fn(q, k, mask), _reference_weights(q, k, mask), atol=1e-5)
 
 
+def _row_by_row(q, k, mask):
+    """Softmax over the allowed keys only, one query row at a time; a row with no allowed key stays 0."""
+    scale = 1 / math.sqrt(q.shape[-1])
+    rows = []
+    for b in range(q.shape[0]):
+        for i in range(q.shape[1]):
+            allowed = mask[b, i].nonzero().flatten()
+            row = torch.zeros(k.shape[1], dtype=q.dtype)
+            if len(allowed):
+                row = row.index_put((allowed,), torch.softmax(k[b, allowed] @ q[b, i] * scale, dim=0))
+            rows.append(row)
+    return torch.stack(rows).reshape(q.shape[0], q.shape[1], k.shape[1])
+
+
+@HIDDEN.test("attention_weights", points=1)
+def gradients_of_fully_masked_rows(fn):
+    """with fully masked rows: the gradients are finite and equal those of a row-by-row softmax over allowed keys"""
+    q = torch.randn(2, 3, 4, generator=_gen(30), dtype=torch.float64)
+    k = torch.randn(2, 5, 4, generator=_gen(31), dtype=torch.float64)
+    mask = torch.rand(2, 3, 5, generator=_gen(32)) < 0.6
+    mask[0, 1] = False  # one query of sample 0 sees no key
+    mask[1] = False  # sample 1 sees nothing
+    mask[0, 0, 0] = mask[0, 2, 3] = True
+    upstream = torch.randn(2, 3, 5, generator=_gen(33), dtype=torch.float64)
+    grads = []
+    for f in (fn, _row_by_row):
+        qq, kk = q.clone().requires_grad_(True), k.clone().requires_grad_(True)
+        (f(qq, kk, mask) * upstream).sum().backward()
+        grads.append((qq.grad, kk.grad))
+    for name, got, want in zip(("query", "key"), grads[0], grads[1], strict=True):
+        expect(got is not None, f"no gradient reaches the {name}")
+        expect(bool(torch.isfinite(got).all()), f"the {name} gradient contains NaN or Inf")
+        expect_close(got, want, atol=1e-6, what=f"the {name} gradient")
+
+
 @HIDDEN.test("cross_modal_attention", points=1)
 def matches_the_reference(fn):
     """random inputs, with and without a mask, agree with the reference"""
@@ -84,17 +119,26 @@ def _multi(seed, batch=3, len_t=4, len_i=6, dim_t=8, dim_i=5, dim=8, dim_out=8):
 _PADDING = torch.arange(6)[None, :] < torch.tensor([6, 3, 1])[:, None]  # (3, 6): 6, 3 and 1 real patches
 
 
-@HIDDEN.test("multi_head_cross_attention", points=2)
+def _mha(heads, w_q, w_k, w_v, w_o):
+    """nn.MultiheadAttention with the given projections (no bias), for comparison."""
+    mha = torch.nn.MultiheadAttention(
+        w_q.shape[1], heads, bias=False, kdim=w_k.shape[0], vdim=w_v.shape[0], batch_first=True
+    ).eval()
+    with torch.no_grad():
+        mha.q_proj_weight.copy_(w_q.T)
+        mha.k_proj_weight.copy_(w_k.T)
+        mha.v_proj_weight.copy_(w_v.T)
+        mha.out_proj.weight.copy_(w_o.T)
+    return mha
+
+
+@HIDDEN.test("multi_head_cross_attention", points=1)
 def agrees_with_nn_multihead_attention(fn):
     """agrees with torch's nn.MultiheadAttention (kdim/vdim, key_padding_mask = ~mask), 2 and 4 heads"""
     text, image, w_q, w_k, w_v, w_o = _multi(10)
     for heads in (2, 4):
-        mha = torch.nn.MultiheadAttention(8, heads, bias=False, kdim=5, vdim=5, batch_first=True).eval()
+        mha = _mha(heads, w_q, w_k, w_v, w_o)
         with torch.no_grad():
-            mha.q_proj_weight.copy_(w_q.T)
-            mha.k_proj_weight.copy_(w_k.T)
-            mha.v_proj_weight.copy_(w_v.T)
-            mha.out_proj.weight.copy_(w_o.T)
             want_out, want_w = mha(text, image, image, key_padding_mask=~_PADDING, average_attn_weights=False)
         out, weights = fn(text, image, w_q, w_k, w_v, w_o, num_heads=heads, image_mask=_PADDING)
         expect_close(weights, want_w, atol=1e-5, what=f"the weights ({heads} heads)")
@@ -155,3 +199,55 @@ def large_scores_in_float16(fn):
     expect(bool(torch.isfinite(out).all() and torch.isfinite(weights).all()), "float16 gives NaN or Inf")
     expect_close(weights[0, ..., 2].float(), torch.ones(8, 4), atol=1e-3, what="the weights on the huge key")
     expect_equal(weights[1], torch.zeros(8, 4, 6, dtype=torch.float16), what="the fully masked sample")
+
+
+@HIDDEN.test("multi_head_cross_attention", points=1)
+def a_mask_per_word_agrees_with_nn_multihead_attention(fn):
+    """a (B, Lt, Li) mask agrees with nn.MultiheadAttention's attn_mask (one (Lt, Li) block per sample and head)"""
+    text, image, w_q, w_k, w_v, w_o = _multi(17)
+    mask = torch.rand(3, 4, 6, generator=_gen(18)) < 0.4
+    mask[torch.arange(3)[:, None], torch.arange(4)[None, :], torch.tensor([[0, 5, 2, 3]])] = True  # >= 1 per word
+    for heads in (2, 4):
+        with torch.no_grad():
+            want_out, want_w = _mha(heads, w_q, w_k, w_v, w_o)(
+                text, image, image, attn_mask=~mask.repeat_interleave(heads, dim=0), average_attn_weights=False
+            )
+        out, weights = fn(text, image, w_q, w_k, w_v, w_o, num_heads=heads, image_mask=mask)
+        expect_close(weights, want_w, atol=1e-5, what=f"the weights ({heads} heads)")
+        expect_close(out, want_out, atol=1e-4, what=f"the output ({heads} heads)")
+
+
+def _word_by_word(text, image, w_q, w_k, w_v, w_o, num_heads, mask):
+    """Head by head and word by word: softmax over the patches the word may see, nothing where it sees none."""
+    d = w_q.shape[1] // num_heads
+    out = torch.zeros(text.shape[0], text.shape[1], w_o.shape[1], dtype=text.dtype)
+    for h in range(num_heads):
+        cols = slice(h * d, (h + 1) * d)
+        q, k, v = text @ w_q[:, cols], image @ w_k[:, cols], image @ w_v[:, cols]
+        rows = _row_by_row(q, k, mask)
+        out = out + (rows @ v) @ w_o[cols]
+    return out
+
+
+@HIDDEN.test("multi_head_cross_attention", points=2)
+def gradients_where_words_see_nothing(fn):
+    """with words and a sample that see nothing: finite gradients, equal to a word-by-word reference; none reaches
+    the unseen sample's patches"""
+    inputs = [x.double() for x in _multi(19, batch=2, len_t=3, len_i=4)]
+    mask = torch.rand(2, 3, 4, generator=_gen(20)) < 0.5
+    mask[0, :, 1] = True
+    mask[0, 2] = False  # word 2 of sample 0 sees nothing
+    mask[1] = False  # sample 1 sees nothing
+    upstream = torch.randn(2, 3, 8, generator=_gen(21), dtype=torch.float64)
+    grads = []
+    for f in (fn, _word_by_word):
+        leaves = [x.clone().requires_grad_(True) for x in inputs]
+        out = f(*leaves, num_heads=2, mask=mask) if f is _word_by_word else f(*leaves, num_heads=2, image_mask=mask)[0]
+        (out * upstream).sum().backward()
+        grads.append([leaf.grad for leaf in leaves])
+    names = ("text", "image", "w_q", "w_k", "w_v", "w_o")
+    for name, got, want in zip(names, grads[0], grads[1], strict=True):
+        expect(got is not None, f"no gradient reaches {name}")
+        expect(bool(torch.isfinite(got).all()), f"the gradient of {name} contains NaN or Inf")
+        expect_close(got, want, atol=1e-6, what=f"the gradient of {name}")
+    expect_equal(grads[0][1][1], torch.zeros(4, 5, dtype=torch.float64), what="the gradient of the unseen patches")

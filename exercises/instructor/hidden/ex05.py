@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number
-from mmcourse.grading.public.ex05 import run_itm
+from mmcourse.grading.public.ex05 import ToyDecoder, best_sequence, run_beam_search, run_itm
 from mmcourse.grading.spec import HiddenTests
 
 HIDDEN = HiddenTests("ex05")
@@ -182,3 +182,43 @@ def mining_is_reproducible_and_scale_aware(fn):
         counts.index_put_((images, texts), torch.ones(len(images)), accumulate=True)
     off = counts[~torch.eye(4, dtype=torch.bool)] / 300  # each off-diagonal pair: 1/3 + 1/3 per call
     expect_close(off, torch.full_like(off, 2 / 3), atol=0.15, rtol=0, what="uniform mining at similarity 0")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@HIDDEN.test("beam_search", points=1)
+def never_beats_and_at_full_width_equals_exhaustive_search(fn):
+    """other vocabularies, lengths and penalties: no beam beats exhaustive search, a full-width beam matches it"""
+    for seed, (vocab, max_len, penalty) in enumerate([(4, 3, 0.5), (2, 6, 2.0), (5, 1, 1.0), (3, 4, 0.0)]):
+        decoder = ToyDecoder(vocab, 1, seed=100 + seed, eos_boost=0.3)  # end token 1, BOS 7
+        want_tokens, want_score = best_sequence(decoder, 7, 1, max_len, penalty)
+        best_value = want_score / len(want_tokens) ** penalty
+        for width in (1, 2, 3):
+            tokens, score = run_beam_search(fn, decoder, 7, 1, max_len, width, length_penalty=penalty)
+            expect(0 < len(tokens) <= max_len and 1 not in tokens[:-1], "a sequence of 1..max_len tokens that stops "
+                   "at its first end token", got=str(tokens))
+            expect_number(score, decoder.score(tokens, 7), atol=1e-4, what="the score of the returned tokens")
+            expect_number(score / len(tokens) ** penalty, high=best_value + 1e-6,
+                          what=f"score / length ** {penalty:g} (it cannot beat exhaustive search)")
+        tokens, score = run_beam_search(fn, decoder, 7, 1, max_len, vocab**max_len, length_penalty=penalty)
+        expect(tokens == want_tokens, f"a full-width beam must find the best sequence (V {vocab}, max_len {max_len}, "
+               f"length_penalty {penalty:g})", expected=str(want_tokens), got=str(tokens))
+
+
+@HIDDEN.test("beam_search", points=1)
+def agrees_with_a_batched_reference(fn):
+    """random decoders, 2 to 5 beams, length_penalty 0, 1 and 2: the same sequence as the library's batched search"""
+    from mmcourse.objectives.itg import beam_search as reference
+
+    for seed, (width, penalty) in enumerate([(2, 0.0), (3, 1.0), (5, 1.0), (4, 2.0), (2, 1.0), (3, 0.0)]):
+        decoder = ToyDecoder(6, 0, seed=200 + seed, eos_boost=0.5)
+        tokens, score = run_beam_search(fn, decoder, 8, 0, 7, width, length_penalty=penalty)
+
+        def step(prefixes, batch_index, decoder=decoder):
+            return torch.stack([decoder.log_probs(row.tolist()) for row in prefixes]).float()
+
+        want, want_score = reference(step, 1, 8, 0, 7, width, length_penalty=penalty, pad_id=5)
+        want = want[0].tolist()  # PAD (5) after the end token: cut there
+        want = want[: want.index(0) + 1] if 0 in want else want
+        expect(tokens == want, f"not the beam-search result ({width} beams, length_penalty {penalty:g})",
+               expected=str(want), got=str(tokens))
+        expect_number(score, float(want_score[0]), atol=1e-4, what="its score")

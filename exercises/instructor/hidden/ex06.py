@@ -1,8 +1,12 @@
 """Hidden tests of exercise set 6 (instructor only: not in the package, not in the student release)."""
 
+import math
+
 import torch
+import torch.nn.functional as F
 
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number, expect_raises
+from mmcourse.grading.public.ex06 import build_vqa, run_vqa, vqa_inputs
 from mmcourse.grading.spec import HiddenTests
 
 HIDDEN = HiddenTests("ex06")
@@ -137,3 +141,71 @@ def rejects_malformed_positives(fn):
     expect_raises(ValueError, fn, sim, torch.tensor([0, 1]), (1,), what="2 indices for 3 queries")
     expect_raises(ValueError, fn, sim, torch.ones(4, 3, dtype=torch.bool), (1,), what="a (4, 3) mask for (3, 4)")
     expect_raises(ValueError, fn, torch.randn(4, generator=_gen(88)), torch.tensor([0]), (1,), what="a 1-d similarity")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _reference_vqa(model, question, mask, image):
+    """Per sample, per word, in float64 from the model's own weights: (logits (B, A), weights (B, L, N))."""
+    wq, wk, wv = (getattr(model, n).weight.detach().double() for n in ("query", "key", "value"))
+    first, last = model.head[0], model.head[2]
+    batch, length, _ = question.shape
+    all_logits, all_weights = [], []
+    for b in range(batch):
+        q, k, v = question[b].double() @ wq.T, image[b].double() @ wk.T, image[b].double() @ wv.T
+        weights = torch.stack([(k @ q[t] / math.sqrt(wq.shape[0])).softmax(dim=0) for t in range(length)])
+        fused = torch.cat([question[b].double(), weights @ v], dim=-1)
+        real = [t for t in range(length) if mask[b, t]]
+        pooled = sum(fused[t] for t in real) / len(real)
+        hidden = F.gelu(pooled @ first.weight.detach().double().T + first.bias.detach().double())
+        all_logits.append(hidden @ last.weight.detach().double().T + last.bias.detach().double())
+        all_weights.append(weights)
+    return torch.stack(all_logits).float(), torch.stack(all_weights).float()
+
+
+@HIDDEN.test("VQAFusion", points=2)
+def matches_a_reference_built_from_its_own_weights(cls):
+    """other sizes and masks: weights = softmax(q k^T / sqrt(dim)), logits = head(mean of [word; what it read])"""
+    for seed, (text_dim, image_dim, dim, answers, batch, length, tokens) in enumerate(
+        [(6, 5, 8, 7, 3, 5, 4), (3, 9, 16, 4, 2, 7, 9), (10, 2, 4, 11, 4, 3, 1)]
+    ):
+        model = build_vqa(cls, seed=10 + seed, text_dim=text_dim, image_dim=image_dim, dim=dim, answers=answers)
+        question, mask, image = vqa_inputs(20 + seed, batch=batch, length=length, tokens=tokens, text_dim=text_dim,
+                                           image_dim=image_dim)
+        with torch.no_grad():
+            want_logits, want_weights = _reference_vqa(model, question, mask, image)
+            expect_close(model.attend(question, image)[1], want_weights, atol=1e-5,
+                         what=f"the weights (dim {dim}: scaled by 1/sqrt({dim}))")
+            expect_close(run_vqa(model, question, mask, image), want_logits, atol=1e-4, what="the logits")
+
+
+@HIDDEN.test("VQAFusion", points=1)
+def each_question_is_answered_alone(cls):
+    """a question's logits do not depend on the other questions and images of the batch"""
+    model = build_vqa(cls, seed=30)
+    question, mask, image = vqa_inputs(31, batch=4, lengths=[1, 5, 3, 2])
+    with torch.no_grad():
+        together = run_vqa(model, question, mask, image)
+        alone = torch.cat([run_vqa(model, question[b:b + 1], mask[b:b + 1], image[b:b + 1]) for b in range(4)])
+        expect_close(together, alone, atol=1e-5, what="the batch's logits vs each question alone")
+        others = image.clone()
+        others[1:] = torch.randn(others[1:].shape, generator=_gen(32))
+        expect_close(run_vqa(model, question, mask, others)[0], together[0], atol=1e-5,
+                     what="question 0's logits when the other images change")
+
+
+@HIDDEN.test("VQAFusion", points=1)
+def small_inputs_and_inputs_left_alone(cls):
+    """one word, one image token, a batch of one: it works; inputs are not modified; train and eval modes agree"""
+    model = build_vqa(cls, seed=40)
+    question, mask, image = vqa_inputs(41, batch=1, length=1, tokens=1, lengths=[1])
+    copies = [t.clone() for t in (question, mask, image)]
+    with torch.no_grad():
+        attended, weights = model.attend(question, image)
+        expect_close(weights, torch.ones(1, 1, 1), atol=1e-6, what="the weights with one image token")
+        expect_close(attended, model.value(image), atol=1e-5, what="attended with one image token")
+        model.train()
+        first = run_vqa(model, question, mask, image)
+        model.eval()
+        expect_close(run_vqa(model, question, mask, image), first, atol=1e-6, what="the logits in eval mode")
+    for name, before, after in zip(("question", "question_mask", "image"), copies, (question, mask, image)):
+        expect_equal(after, before, what=f"{name} after the call")

@@ -27,6 +27,7 @@ early_fusion = SET.question(
     "early_fusion",
     "Early fusion: one feature vector per sample",
     forbidden=("mmcourse.models.fusion.EarlyFusionClassifier",),
+    points=4,
 )
 
 
@@ -57,6 +58,7 @@ late_fusion = SET.question(
     "Late fusion: each modality votes",
     kind="class",
     forbidden=("mmcourse.models.fusion.LateFusionClassifier",),
+    points=6,
 )
 
 
@@ -97,7 +99,12 @@ def averages_the_two_heads(cls):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-modality_dropout = SET.question("modality_dropout", "Modality dropout: train for a missing modality")
+modality_dropout = SET.question(
+    "modality_dropout",
+    "Modality dropout: train for a missing modality",
+    points=6,
+    printed_in="01_overview: modality_dropout",
+)
 
 
 @modality_dropout.test(points=1, hint="Work on copies (x.clone()) and return (image, text).")
@@ -139,7 +146,11 @@ def rejects_bad_probabilities(fn):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-train_dropout = SET.question("train_with_modality_dropout", "Training an early-fusion model with modality dropout")
+train_dropout = SET.question(
+    "train_with_modality_dropout",
+    "Training an early-fusion model with modality dropout",
+    points=10,
+)
 
 
 class _Spy(nn.Module):
@@ -257,7 +268,7 @@ class _TwoInputLinear(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-corruption = SET.question("accuracy_under_corruption", "Robustness: accuracy with one modality corrupted")
+corruption = SET.question("accuracy_under_corruption", "Robustness: accuracy with one modality corrupted", points=6)
 
 
 @corruption.test(points=1, hint="Return (logits.argmax(-1) == labels).float().mean().item().")

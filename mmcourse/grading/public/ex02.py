@@ -14,7 +14,7 @@ SET = ExerciseSet(
     "ex02",
     "A shared space: projection heads, similarity, and three ways to align",
     chapter="02_representation",
-    version=2,
+    version=3,
 )
 
 
@@ -27,6 +27,7 @@ cosine = SET.question(
     "cosine_similarity_matrix",
     "Cosine similarity of every pair",
     forbidden=("mmcourse.retrieval.cosine_similarity_matrix",),
+    points=6,
 )
 
 
@@ -66,6 +67,7 @@ head = SET.question(
     "A projection head into the shared space",
     kind="class",
     forbidden=("mmcourse.nn.encoders.ProjectionHead",),
+    points=6,
 )
 
 
@@ -100,7 +102,7 @@ def parameter_count(cls):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-gap = SET.question("alignment_gap", "How aligned is the space?")
+gap = SET.question("alignment_gap", "How aligned is the space?", points=5)
 
 
 @gap.test(points=1, hint="Return a Python float (use .item()).")
@@ -128,7 +130,14 @@ def two_pairs_by_hand(fn):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-losses_q = SET.question("alignment_losses", "The three alignment objectives: implicit, explicit, contrastive")
+# Chapter 2 prints the three losses (implicit_matching_loss, explicit_attribute_loss, contrastive_loss); on embeddings
+# they are nearly a transcription, so the question carries at most PRINTED_MAX_SHARE of the set: 0.5 points a test.
+losses_q = SET.question(
+    "alignment_losses",
+    "The three alignment objectives: implicit, explicit, contrastive",
+    points=4,
+    printed_in="02_representation: implicit_matching_loss, explicit_attribute_loss, contrastive_loss",
+)
 
 _KEYS = ("implicit", "explicit", "contrastive")
 
@@ -159,7 +168,7 @@ class _ConstantHead(nn.Module):
 
 
 @losses_q.test(
-    points=1,
+    points=0.5,
     hint="Return {'implicit': ..., 'explicit': ..., 'contrastive': ...}, each a 0-d tensor "
     "that autograd can differentiate.",
 )
@@ -189,7 +198,7 @@ def returns_three_differentiable_scalars(fn):
 
 
 @losses_q.test(
-    points=1,
+    points=0.5,
     hint="logits = logit_scale * image @ text.T on L2-normalised embeddings; cross-entropy "
     "with targets arange(B), along rows and along columns, averaged.",
 )
@@ -209,7 +218,7 @@ def contrastive_on_orthonormal_pairs(fn):
 
 
 @losses_q.test(
-    points=1,
+    points=0.5,
     hint="Both modalities, every attribute: cross-entropy of class_scale * cos(z, w_class); "
     "average the 2 x (number of attributes) losses.",
 )
@@ -232,7 +241,7 @@ def explicit_with_embeddings_on_their_class_directions(fn):
 
 
 @losses_q.test(
-    points=1,
+    points=0.5,
     hint="The head reads torch.cat([i, t, i * t, (i - t).abs()], dim=-1) of normalised embeddings: (B, 4D).",
 )
 def implicit_feeds_the_head_pair_features(fn):
@@ -248,7 +257,7 @@ def implicit_feeds_the_head_pair_features(fn):
 
 
 @losses_q.test(
-    points=2,
+    points=0.5,
     hint="Targets: 1 for the B true pairs, 0 for the rolled ones unless their caption ids are identical; binary "
     "cross-entropy with logits, mean over all pairs.",
 )

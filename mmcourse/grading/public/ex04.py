@@ -24,7 +24,13 @@ def _gen(seed: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-loss_q = SET.question("clip_loss", "CLIP's symmetric contrastive loss", forbidden=LIBRARY_LOSSES)
+loss_q = SET.question(
+    "clip_loss",
+    "CLIP's symmetric contrastive loss",
+    forbidden=LIBRARY_LOSSES,
+    points=3,
+    printed_in="04_contrastive: clip_step",
+)
 
 
 @loss_q.test(points=1, hint="Average the two cross-entropies: the result is a 0-d tensor.")
@@ -47,6 +53,8 @@ classifier_q = SET.question(
     "zero_shot_classifier",
     "Class embeddings from prompt templates",
     forbidden=("mmcourse.retrieval.zero_shot_classifier",),
+    points=3,
+    printed_in="04_contrastive: zero_shot_classifier",
 )
 
 
@@ -68,6 +76,7 @@ predict_q = SET.question(
     "zero_shot_predict",
     "Zero-shot prediction",
     forbidden=("mmcourse.retrieval.zero_shot_predict", "mmcourse.retrieval.zero_shot_accuracy"),
+    points=6,
 )
 
 
@@ -103,7 +112,10 @@ def probabilities_in_closed_form(fn):
 
 # ---------------------------------------------------------------------------------------------------------------
 step_q = SET.question(
-    "clip_train_step", "A CLIP training step with a learnable, clamped temperature", forbidden=LIBRARY_LOSSES
+    "clip_train_step",
+    "A CLIP training step with a learnable, clamped temperature",
+    forbidden=LIBRARY_LOSSES,
+    points=11,
 )
 
 

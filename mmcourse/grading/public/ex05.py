@@ -16,7 +16,7 @@ from mmcourse.grading.expect import (
 from mmcourse.grading.spec import ExerciseSet
 
 SET = ExerciseSet(
-    "ex05", "Pre-training objectives: what to hide, what to contrast", chapter="05_pretraining", version=2
+    "ex05", "Pre-training objectives: what to hide, what to contrast", chapter="05_pretraining", version=3
 )
 
 
@@ -38,6 +38,7 @@ mlm_q = SET.question(
     "mask_tokens",
     "BERT masking: 15 %, then 80/10/10",
     forbidden=("mmcourse.objectives.mlm.mask_tokens",),
+    points=8,
 )
 
 
@@ -104,6 +105,7 @@ mae_q = SET.question(
     "random_masking",
     "MAE random masking",
     forbidden=("mmcourse.objectives.mim.random_masking",),
+    points=7,
 )
 
 
@@ -149,6 +151,8 @@ itm_q = SET.question(
     "sample_hard_negatives",
     "Hard negatives for image-text matching",
     forbidden=("mmcourse.objectives.itm.sample_hard_negatives",),
+    points=5,
+    printed_in="05_pretraining: draw_negatives",
 )
 
 
@@ -195,7 +199,7 @@ LIBRARY_ITM = (
     "mmcourse.objectives.itm.make_itm_pairs",
     "mmcourse.objectives.itm.itm_loss",
 )
-itm_loss_q = SET.question("itm_loss", "ALBEF's ITM loss with mined hard negatives", forbidden=LIBRARY_ITM)
+itm_loss_q = SET.question("itm_loss", "ALBEF's ITM loss with mined hard negatives", forbidden=LIBRARY_ITM, points=11)
 
 
 class PairRecorder:
@@ -281,6 +285,200 @@ def no_negative_when_every_pair_matches(fn):
                                      positives=torch.ones(3, 3, dtype=torch.bool))
     expect(images.numel() == 3, "only the 3 diagonal pairs can be used", got=f"{images.numel()} pairs")
     expect_close(loss, F.softplus(-table.diagonal()).mean(), atol=1e-5, what="the loss")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Beam search. The step functions below are toy decoders: each maps a prefix (BOS + the tokens so far) to fixed
+# next-token log-probabilities, records every call, and so lets a test watch the search.
+class ToyDecoder:
+    """``step_fn`` for the tests: ``tokens (N, t)`` long → ``(N, V)`` float32 log-probabilities of the next token.
+
+    The distribution after a prefix is either given (``table``: prefix tuple → probabilities) or, for any other
+    prefix, drawn once from a generator seeded by the prefix (so the same prefix always gets the same numbers);
+    ``eos_boost`` raises the end token's logit with the prefix's length, so that random sequences end.
+    """
+
+    def __init__(self, vocab, eos_id, seed=0, table=None, default=None, eos_boost=0.6):
+        self.vocab, self.eos_id, self.seed = vocab, eos_id, seed
+        self.table = {tuple(k): torch.tensor(v, dtype=torch.float64) for k, v in (table or {}).items()}
+        self.default = None if default is None else torch.tensor(default, dtype=torch.float64)
+        self.eos_boost, self.calls = eos_boost, []
+
+    def log_probs(self, prefix) -> torch.Tensor:
+        """float64 (V,) log-probabilities after ``prefix`` (a tuple of ints, BOS first)."""
+        prefix = tuple(int(t) for t in prefix)
+        if prefix in self.table:
+            return (self.table[prefix] / self.table[prefix].sum()).log().float().double()
+        if self.default is not None:
+            return (self.default / self.default.sum()).log().float().double()
+        key = self.seed
+        for token in prefix:
+            key = (key * 1_000_003 + token + 1) % (2**61 - 1)
+        logits = 2.0 * torch.randn(self.vocab, generator=torch.Generator().manual_seed(key), dtype=torch.float64)
+        logits[self.eos_id] += self.eos_boost * (len(prefix) - 1)
+        return logits.log_softmax(dim=0).float().double()  # float32 values, as a model would give
+
+    def __call__(self, tokens):
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.dtype != torch.long:
+            got = f"{tuple(tokens.shape)} {tokens.dtype}" if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise TypeError(f"step_fn takes the beams as one (N, t) long tensor, got {got}")
+        self.calls.append(tokens.clone())
+        return torch.stack([self.log_probs(row.tolist()) for row in tokens]).float()
+
+    def score(self, tokens, bos_id) -> float:
+        """The summed log-probability of generating ``tokens`` (no BOS) after ``[bos_id]``."""
+        prefix, total = [bos_id], 0.0
+        for token in tokens:
+            total += float(self.log_probs(prefix)[token])
+            prefix.append(token)
+        return total
+
+
+def greedy_sequence(decoder, bos_id, eos_id, max_len):
+    """The greedy sequence (most likely token at each step, until the end token or max_len) and its score."""
+    prefix = [bos_id]
+    for _ in range(max_len):
+        prefix.append(int(decoder.log_probs(prefix).argmax()))
+        if prefix[-1] == eos_id:
+            break
+    return prefix[1:], decoder.score(prefix[1:], bos_id)
+
+
+def best_sequence(decoder, bos_id, eos_id, max_len, length_penalty=1.0):
+    """Exhaustive search: the sequence with the best score / length ** length_penalty among ALL sequences that end
+    at their first end token or run to max_len — every prefix of a tiny vocabulary, one after another."""
+    best, best_value = None, -math.inf
+    frontier = [([], 0.0)]
+    for _ in range(max_len):
+        grown = []
+        for tokens, score in frontier:
+            log_probs = decoder.log_probs([bos_id, *tokens])
+            for token in range(decoder.vocab):
+                grown.append(([*tokens, token], score + float(log_probs[token])))
+        frontier = []
+        for tokens, score in grown:
+            done = tokens[-1] == eos_id or len(tokens) == max_len
+            value = score / len(tokens) ** length_penalty
+            if done and value > best_value:
+                best, best_value = (tokens, score), value
+            if not done:
+                frontier.append((tokens, score))
+    return best
+
+
+def run_beam_search(fn, decoder, bos_id, eos_id, max_len, beam_width, length_penalty=None):
+    """Call ``fn``; check that it returns (list of token ids, float score); return them."""
+    kwargs = {} if length_penalty is None else {"length_penalty": length_penalty}
+    out = fn(decoder, bos_id, eos_id, max_len, beam_width, **kwargs)
+    expect(isinstance(out, tuple) and len(out) == 2, "must return (tokens, score)", got=type(out).__name__)
+    tokens, score = out
+    if isinstance(tokens, torch.Tensor):
+        tokens = tokens.tolist()
+    expect(isinstance(tokens, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in tokens),
+           "tokens must be a list of Python ints (the generated ids, without BOS)", got=repr(tokens)[:80])
+    expect_number(score, what="score")
+    expect(bos_id not in tokens[:1], "tokens must not start with BOS", got=repr(tokens))
+    return tokens, float(score)
+
+
+LIBRARY_DECODING = (
+    "mmcourse.objectives.itg.beam_search",
+    "mmcourse.objectives.itg.greedy_decode",
+    "mmcourse.objectives.itg.generate",
+    "mmcourse.grading.public.ex05.best_sequence",
+    "mmcourse.grading.public.ex05.greedy_sequence",
+)
+beam_q = SET.question(
+    "beam_search",
+    "Beam search: one decoder call per step, top-k over every beam and token",
+    forbidden=LIBRARY_DECODING,
+    points=7,
+    printed_in="05_pretraining: beam_search_one",
+)
+EOS, BOS = 0, 9
+
+
+@beam_q.test(points=1, hint="With beam_width 1 only the best candidate survives each step: that is greedy decoding.")
+def one_beam_is_greedy(fn):
+    """returns (list of ids, float); beam_width 1 gives the greedy sequence and its summed log-probability"""
+    for seed in range(3):
+        decoder = ToyDecoder(6, EOS, seed=seed)
+        tokens, score = run_beam_search(fn, decoder, BOS, EOS, 6, 1, length_penalty=0.0)
+        want_tokens, want_score = greedy_sequence(decoder, BOS, EOS, 6)
+        expect(tokens == want_tokens, f"beam_width 1 is not greedy decoding (seed {seed})",
+               expected=str(want_tokens), got=str(tokens))
+        expect_number(score, want_score, atol=1e-4, what="the score (summed log-probability)")
+
+
+# EOS = 0, a = 1, b = 2, BOS = 9: "a" is the likelier first word, but only "b" is followed by a likely end
+GREEDY_TRAP = {(9,): [1e-4, 0.6, 0.3999], (9, 1): [0.3, 0.36, 0.34], (9, 2): [0.95, 0.025, 0.025]}
+
+
+@beam_q.test(points=1, hint="Keep the beam_width best partial sequences at every step, not just the best one: a "
+             "start that looks worse can lead to the better sequence.")
+def two_beams_find_what_greedy_misses(fn):
+    """greedy says 'a a <end>' (p 0.108); two beams find 'b <end>' (p 0.38)"""
+    decoder = ToyDecoder(3, EOS, table=GREEDY_TRAP, default=[0.5, 0.25, 0.25])
+    tokens, score = run_beam_search(fn, decoder, BOS, EOS, 3, 2, length_penalty=0.0)
+    expect(tokens == [2, EOS], "two beams must find 'b <end>'", expected=str([2, EOS]), got=str(tokens))
+    expect_number(score, decoder.score([2, EOS], BOS), atol=1e-4, what="its score, log p('b <end>')")
+
+
+@beam_q.test(points=1, hint="A beam that wrote end_id is finished: keep it (with its score) among the candidates, "
+             "but never pass it to step_fn again. Call step_fn once per step, with all unfinished beams stacked.")
+def finished_beams_stop_growing(fn):
+    """one step_fn call per step, with the unfinished beams only; the result ends at its end token"""
+    for seed, width in ((0, 2), (1, 3), (2, 4)):
+        decoder = ToyDecoder(5, EOS, seed=seed, eos_boost=1.0)
+        tokens, score = run_beam_search(fn, decoder, BOS, EOS, 7, width)
+        expect(len(decoder.calls) <= 7, "step_fn must be called once per step (at most max_len times)",
+               got=f"{len(decoder.calls)} calls for max_len 7")
+        for call in decoder.calls:
+            expect(call.shape[0] <= width, f"step_fn was given more than beam_width = {width} beams",
+                   got=f"{call.shape[0]} rows")
+            expect(bool((call[:, 0] == BOS).all()), "every row passed to step_fn must start with BOS")
+            finished = call[(call == EOS).any(dim=1)]
+            expect(len(finished) == 0, "a finished beam (it contains end_id) was passed to step_fn",
+                   got=str(finished[0].tolist()) if len(finished) else "")
+        expect(EOS not in tokens[:-1] and len(tokens) <= 7, "the sequence must stop at its first end token",
+               got=str(tokens))
+        expect_number(score, decoder.score(tokens, BOS), atol=1e-4,
+                      what="the score: the summed log-probability of the returned tokens")
+
+
+# EOS = 0, BOS = 4: the two best 2-token prefixes both extend "1"; the best sentence needs the second of them
+SAME_BEAM = {
+    (4,): [1e-4, 0.5, 0.45, 0.05],
+    (4, 1): [0.01, 0.5, 0.47, 0.02],
+    (4, 2): [0.12, 0.4, 0.28, 0.2],
+    (4, 1, 1): [0.2, 0.31, 0.29, 0.2],
+    (4, 1, 2): [0.9, 0.05, 0.03, 0.02],
+    (4, 2, 1): [0.5, 0.2, 0.17, 0.13],
+}
+
+
+@beam_q.test(points=1, hint="Rank all beam x token candidates together (beam score + log p, flattened, then topk): "
+             "the best beam_width candidates may all extend the same beam, and another beam may die out.")
+def top_k_over_all_beams_and_tokens(fn):
+    """the kept candidates are the best over every beam x every token, not the best of each beam"""
+    decoder = ToyDecoder(4, EOS, table=SAME_BEAM, default=[0.5, 0.2, 0.17, 0.13])
+    tokens, score = run_beam_search(fn, decoder, 4, EOS, 3, 2, length_penalty=0.0)
+    expect(tokens == [1, 2, EOS], "after step 2 both beams must extend '1' ('1 1' p 0.25, '1 2' p 0.235 beat "
+           "'2 1' p 0.18)", expected=str([1, 2, EOS]), got=str(tokens))
+    expect_number(score, decoder.score([1, 2, EOS], 4), atol=1e-4, what="its score")
+
+
+@beam_q.test(points=1, hint="At the end pick the kept beam with the best score / length ** length_penalty, length = "
+             "the generated tokens, end token included.")
+def wide_beams_are_exhaustive(fn):
+    """a beam as wide as the number of sequences finds what an exhaustive search finds (length_penalty 0 and 1)"""
+    for seed, penalty in ((13, 0.0), (13, 1.0), (23, 1.0)):  # seed 13: the two penalties disagree
+        decoder = ToyDecoder(3, EOS, seed=seed, eos_boost=0.0)
+        tokens, score = run_beam_search(fn, decoder, BOS, EOS, 4, 3**4, length_penalty=penalty)
+        want_tokens, want_score = best_sequence(decoder, BOS, EOS, 4, penalty)
+        expect(tokens == want_tokens, f"not the best sequence (length_penalty {penalty:g}, seed {seed})",
+               expected=str(want_tokens), got=str(tokens))
+        expect_number(score, want_score, atol=1e-4, what="its score")
 
 
 # ---------------------------------------------------------------------------------------------------------------

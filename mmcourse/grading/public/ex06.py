@@ -1,11 +1,16 @@
-"""Exercise set 6 (chapter 06_applications, §5.1, Fig.4): ranking and evaluating retrieval, several positives."""
+"""Exercise set 6 (chapter 06_applications, §5.1, §5.3, Fig.4): ranking and evaluating retrieval, several positives,
+and the fusion at the heart of a VQA model."""
 
 import torch
+from torch import nn
 
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number, expect_raises, expect_tensor
 from mmcourse.grading.spec import ExerciseSet
+from mmcourse.train import seeded
 
-SET = ExerciseSet("ex06", "Retrieval: ranks, Recall@K and a ranker", chapter="06_applications", version=2)
+SET = ExerciseSet(
+    "ex06", "Retrieval and VQA: ranks, Recall@K, a ranker and a fusion", chapter="06_applications", version=3
+)
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -13,7 +18,12 @@ def _gen(seed: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-ranks_q = SET.question("match_ranks", "The rank of the true match", forbidden=("mmcourse.retrieval.rank_of_positives",))
+ranks_q = SET.question(
+    "match_ranks",
+    "The rank of the true match",
+    forbidden=("mmcourse.retrieval.rank_of_positives",),
+    points=5,
+)
 
 
 @ranks_q.test(points=1, hint="rank = 1 + the number of entries of the row strictly greater than the diagonal one.")
@@ -41,6 +51,7 @@ recall_q = SET.question(
     "recall_at_k",
     "Recall@K",
     forbidden=("mmcourse.retrieval.recall_at_k", "mmcourse.retrieval.retrieval_metrics"),
+    points=6,
 )
 
 
@@ -77,6 +88,7 @@ retrieve_q = SET.question(
     "retrieve",
     "A top-k ranker",
     forbidden=("mmcourse.retrieval.EmbeddingIndex", "mmcourse.retrieval.cosine_similarity_matrix"),
+    points=6,
 )
 
 
@@ -121,6 +133,7 @@ multi_q = SET.question(
         "mmcourse.retrieval.recall_both_ways",
         "mmcourse.retrieval.retrieval_metrics",
     ),
+    points=11,
 )
 
 #: 2 queries, 4 gallery items; query 0's correct items are 1 and 2, query 1's are 0 and 3.
@@ -179,6 +192,149 @@ def rejects_queries_without_positives_and_bad_k(fn):
     positives[1] = False
     expect_raises(ValueError, fn, MULTI_SIM, positives, (1,), what="a query with no correct item")
     expect_raises(ValueError, fn, MULTI_SIM, MULTI_POS, (0, 1), what="ks = (0, 1)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+vqa_q = SET.question(
+    "VQAFusion",
+    "VQA fusion: question tokens attend to image tokens, the pooled result picks an answer",
+    kind="class",
+    forbidden=("mmcourse.models.vqa.VQAModel",),
+    points=10,
+)
+TEXT_DIM, IMAGE_DIM, DIM, ANSWERS, HIDDEN = 6, 5, 8, 7, 16
+
+
+def build_vqa(cls, seed=0, text_dim=TEXT_DIM, image_dim=IMAGE_DIM, dim=DIM, answers=ANSWERS, hidden=HIDDEN):
+    """``cls(text_dim, image_dim, dim, num_answers, hidden)`` with seeded weights; checks it is an nn.Module."""
+    with seeded(seed):
+        model = cls(text_dim, image_dim, dim, answers, hidden)
+    expect(isinstance(model, nn.Module), "VQAFusion must subclass nn.Module", got=type(model).__name__)
+    return model
+
+
+def vqa_inputs(seed, batch=3, length=5, tokens=4, text_dim=TEXT_DIM, image_dim=IMAGE_DIM, lengths=None):
+    """Questions (B, L, text_dim) whose position 0 is one shared [CLS] vector, a padding mask, image tokens."""
+    g = _gen(seed)
+    question = torch.randn(batch, length, text_dim, generator=g)
+    question[:, 0] = torch.randn(text_dim, generator=_gen(999))  # every question starts with the same [CLS]
+    lengths = torch.tensor(lengths) if lengths is not None else torch.randint(2, length + 1, (batch,), generator=g)
+    mask = torch.arange(length)[None, :] < lengths[:, None]
+    image = torch.randn(batch, tokens, image_dim, generator=g)
+    return question, mask, image
+
+
+def run_vqa(model, question, mask, image):
+    logits = model(question, mask, image)
+    return expect_tensor(logits, shape=(question.shape[0], model.head[-1].out_features), floating=True,
+                         what="the logits")
+
+
+@vqa_q.test(points=1, hint="query, key, value: nn.Linear without bias (text_dim -> dim, image_dim -> dim twice); head: "
+            "nn.Sequential(nn.Linear(text_dim + dim, hidden), nn.GELU(), nn.Linear(hidden, num_answers)).")
+def layers_and_shapes(cls):
+    """the four named layers; attend gives (B, L, dim) and (B, L, N), forward (B, num_answers)"""
+    model = build_vqa(cls)
+    for name, (n_in, n_out) in {"query": (TEXT_DIM, DIM), "key": (IMAGE_DIM, DIM), "value": (IMAGE_DIM, DIM)}.items():
+        layer = getattr(model, name, None)
+        expect(isinstance(layer, nn.Linear) and layer.bias is None, f"self.{name} must be an nn.Linear without bias",
+               got=repr(layer)[:80])
+        expect((layer.in_features, layer.out_features) == (n_in, n_out), f"self.{name}'s sizes",
+               expected=str((n_in, n_out)), got=str((layer.in_features, layer.out_features)))
+    head = getattr(model, "head", None)
+    expect(isinstance(head, nn.Sequential) and len(head) == 3 and isinstance(head[0], nn.Linear)
+           and isinstance(head[1], nn.GELU) and isinstance(head[2], nn.Linear),
+           "self.head must be nn.Sequential(Linear, GELU, Linear)", got=repr(head)[:120])
+    expect((head[0].in_features, head[0].out_features, head[2].out_features) == (TEXT_DIM + DIM, HIDDEN, ANSWERS),
+           "self.head's sizes: Linear(text_dim + dim, hidden), Linear(hidden, num_answers)",
+           got=str((head[0].in_features, head[0].out_features, head[2].out_features)))
+    question, mask, image = vqa_inputs(0)
+    out = model.attend(question, image)
+    expect(isinstance(out, tuple) and len(out) == 2, "attend must return (attended, weights)")
+    expect_tensor(out[0], shape=(3, 5, DIM), floating=True, what="attended")
+    expect_tensor(out[1], shape=(3, 5, 4), floating=True, what="weights")
+    run_vqa(model, question, mask, image)
+
+
+@vqa_q.test(points=1, hint="weights = softmax over the image tokens (the last dim) of query @ key^T / sqrt(dim); "
+            "attended = weights @ value(image).")
+def each_word_takes_a_weighted_average_of_the_values(cls):
+    """each word's weights over the image tokens are >= 0 and sum to 1; attended = weights @ value(image)"""
+    model = build_vqa(cls, seed=1)
+    question, _, image = vqa_inputs(1)
+    with torch.no_grad():
+        attended, weights = model.attend(question, image)
+        expect(bool((weights >= 0).all()), "attention weights must not be negative")
+        expect_close(weights.sum(dim=-1), torch.ones(3, 5), atol=1e-5, what="each word's weights summed over the "
+                     "image tokens")
+        expect_close(attended, weights @ model.value(image), atol=1e-5, what="attended vs weights @ value(image)")
+
+
+@vqa_q.test(points=1, hint="Pool with the mask: sum the real tokens' vectors, divide by their number. A plain mean "
+            "over L lets padding change the answer.")
+def padding_changes_nothing(cls):
+    """changing the padded question tokens, or adding more padding, leaves the logits unchanged"""
+    model = build_vqa(cls, seed=2)
+    question, mask, image = vqa_inputs(2, lengths=[2, 5, 3])
+    with torch.no_grad():
+        logits = run_vqa(model, question, mask, image)
+        noisy = torch.where(mask[..., None], question, 50 * torch.randn(question.shape, generator=_gen(3)))
+        expect_close(run_vqa(model, noisy, mask, image), logits, atol=1e-5, what="the logits with other padding")
+        longer = torch.cat([question, torch.randn(3, 4, TEXT_DIM, generator=_gen(4))], dim=1)
+        longer_mask = torch.cat([mask, torch.zeros(3, 4, dtype=torch.bool)], dim=1)
+        expect_close(run_vqa(model, longer, longer_mask, image), logits, atol=1e-5,
+                     what="the logits with 4 more padded positions")
+
+
+@vqa_q.test(points=1, hint="Every question starts with the same [CLS] vector: without self-attention it knows nothing "
+            "of the question. Pool over all real tokens, each joined with what it found in the image.")
+def the_answer_depends_on_question_and_image_together(cls):
+    """two questions on one image get different answers, one question on two images too; each word reads the image
+    its own way"""
+    model = build_vqa(cls, seed=3)
+    question, mask, image = vqa_inputs(5, batch=2, lengths=[4, 4])
+    with torch.no_grad():
+        pairs = {(q, i): run_vqa(model, question[q:q + 1], mask[q:q + 1], image[i:i + 1])[0]
+                 for q in (0, 1) for i in (0, 1)}
+        weights = model.attend(question[:1], image[:1])[1][0]  # (L, N): one row per word of question 0
+    expect_number((pairs[0, 0] - pairs[1, 0]).abs().max(), low=1e-3,
+                  what="how much the logits change with the question (same image, same [CLS] first)")
+    expect_number((pairs[0, 0] - pairs[0, 1]).abs().max(), low=1e-3,
+                  what="how much the logits change with the image (same question)")
+    expect_number((weights[1:] - weights[:1]).abs().max(), low=1e-3,
+                  what="how much the attention weights differ between the words of one question (the query comes "
+                  "from each word)")
+
+
+@vqa_q.test(points=1, hint="Attention is a weighted sum over the keys: their order cannot matter (which is why "
+            "chapter 6's VQAModel adds a learned position to every image token).")
+def image_token_order_does_not_matter(cls):
+    """shuffling the image tokens leaves the logits unchanged and shuffles the weights the same way"""
+    model = build_vqa(cls, seed=4)
+    question, mask, image = vqa_inputs(6, tokens=6)
+    order = torch.randperm(6, generator=_gen(7))
+    with torch.no_grad():
+        logits = run_vqa(model, question, mask, image)
+        expect_close(run_vqa(model, question, mask, image[:, order]), logits, atol=1e-5,
+                     what="the logits with the image tokens shuffled")
+        expect_close(model.attend(question, image[:, order])[1], model.attend(question, image)[1][..., order],
+                     atol=1e-5, what="the weights with the image tokens shuffled")
+
+
+@vqa_q.test(points=1, hint="Keep everything in the autograd graph (no .detach(), no torch.no_grad() in forward).")
+def gradients_reach_both_modalities(cls):
+    """the loss reaches the question's real tokens (not its padding), the image and every layer"""
+    model = build_vqa(cls, seed=5)
+    question, mask, image = vqa_inputs(8, lengths=[3, 5, 2])
+    question.requires_grad_(True)
+    image.requires_grad_(True)
+    run_vqa(model, question, mask, image).logsumexp(dim=-1).sum().backward()
+    expect(question.grad is not None and bool((question.grad[mask].abs().sum(-1) > 0).all()),
+           "every real question token must receive a gradient")
+    expect(bool((question.grad[~mask] == 0).all()), "padded question tokens must receive no gradient")
+    expect(image.grad is not None and float(image.grad.abs().sum()) > 0, "no gradient reaches the image tokens")
+    for name, parameter in model.named_parameters():
+        expect(parameter.grad is not None and float(parameter.grad.abs().sum()) > 0, f"no gradient reaches {name}")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -22,7 +22,11 @@ def linear_pairs(n: int, seed: int, noise: float = 0.05):
 
 # ---------------------------------------------------------------------------------------------------------------
 corrupt_q = SET.question(
-    "corrupt_pairs", "Simulate noisy (weakly paired) data", forbidden=("mmcourse.labs.ch07_sparsity.corrupt_pairing",)
+    "corrupt_pairs",
+    "Simulate noisy (weakly paired) data",
+    forbidden=("mmcourse.labs.ch07_sparsity.corrupt_pairing",),
+    points=4,
+    printed_in="07_challenges: mismatch",
 )
 
 
@@ -47,7 +51,7 @@ def rejects_bad_rates(fn):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-flip_q = SET.question("flip_pairs", "A caption-aware horizontal flip")
+flip_q = SET.question("flip_pairs", "A caption-aware horizontal flip", points=5)
 
 
 def _flip_inputs():
@@ -83,7 +87,7 @@ def left_and_right_swap_in_flipped_captions(fn):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-fit_q = SET.question("fit_linear_map", "Ridge regression from one modality to the other")
+fit_q = SET.question("fit_linear_map", "Ridge regression from one modality to the other", points=5)
 
 
 @fit_q.test(points=1, hint="W has one row per x feature and one column per y feature.")
@@ -108,7 +112,7 @@ def rejects_unpaired_inputs(fn):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-exp_q = SET.question("noisy_pair_experiment", "How much do noisy pairs hurt?")
+exp_q = SET.question("noisy_pair_experiment", "How much do noisy pairs hurt?", points=5)
 
 
 def _experiment_inputs():
@@ -156,6 +160,7 @@ weak_q = SET.question(
         "mmcourse.labs.ch07_sparsity.score_pairs",
         "mmcourse.labs.ch07_sparsity.train_on_pairs",
     ),
+    points=12,
 )
 
 

@@ -6,7 +6,7 @@ from torch import nn
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number, expect_tensor
 from mmcourse.grading.spec import ExerciseSet
 
-SET = ExerciseSet("ex08", "INT8 quantization from scratch", chapter="08_practice", version=2)
+SET = ExerciseSet("ex08", "INT8 quantization from scratch", chapter="08_practice", version=3)
 
 #: Quantization must be written by hand: torch's and the library's quantizers are off limits.
 QUANTIZERS = (
@@ -25,7 +25,13 @@ def _gen(seed: int) -> torch.Generator:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-quant_q = SET.question("quantize_per_channel", "Symmetric per-channel INT8 quantization", forbidden=QUANTIZERS)
+quant_q = SET.question(
+    "quantize_per_channel",
+    "Symmetric per-channel INT8 quantization",
+    forbidden=QUANTIZERS,
+    points=5,
+    printed_in="08_practice: quantize_per_channel",
+)
 
 
 @quant_q.test(points=1, hint="Return (q int8 (out, in), scale float32 (out,)).")
@@ -62,7 +68,7 @@ def zero_rows_are_safe(fn):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-deq_q = SET.question("dequantize_per_channel", "Back to float", forbidden=QUANTIZERS)
+deq_q = SET.question("dequantize_per_channel", "Back to float", forbidden=QUANTIZERS, points=4)
 
 
 @deq_q.test(points=1, hint="w_hat = q.float() * scale[:, None]")
@@ -93,6 +99,7 @@ err_q = SET.question(
     "relative_error",
     "How much does INT8 lose?",
     forbidden=(*QUANTIZERS, "mmcourse.quantization.quantization_error", "mmcourse.labs.ch08_bit_width.weight_errors"),
+    points=3,
 )
 
 
@@ -112,7 +119,12 @@ def values_on_the_grid_are_exact(fn):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-size_q = SET.question("state_dict_bytes", "Model size on disk", forbidden=("mmcourse.quantization.model_size_bytes",))
+size_q = SET.question(
+    "state_dict_bytes",
+    "Model size on disk",
+    forbidden=("mmcourse.quantization.model_size_bytes",),
+    points=4,
+)
 
 
 @size_q.test(points=1, hint="torch.save(model.state_dict(), buffer) into an io.BytesIO; return its length (int).")
@@ -145,6 +157,7 @@ linear_q = SET.question(
         "mmcourse.quantization.quantize_dynamic",
         "mmcourse.quantization.quantize_from_scratch",
     ),
+    points=15,
 )
 
 
@@ -179,19 +192,35 @@ def stores_int8_weights_and_one_scale_per_output_channel(fn):
     )
 
 
-@linear_q.test(points=1, hint="Per token: scale = max |x| over the last dim / 127 (keepdim=True), 1 for a zero row.")
-def quantize_input_gives_every_row_its_own_scale(fn):
-    """quantize_input: int8 values, one float32 scale per row (token), each row's largest |q| is 127"""
+@linear_q.test(
+    points=2,
+    hint="Per token: peak = x.abs().amax(dim=-1, keepdim=True); scale = peak / 127, or 1 where the peak is 0. One "
+    "scale for the whole input (the chapter's quantize_per_tensor) lets the largest token set every token's step.",
+)
+def quantize_input_gives_every_token_its_own_scale(fn):
+    """quantize_input on (2, 4, in): int8 values, one float32 scale per token, each token's largest |q| is 127,
+    a zero token gets scale 1"""
     module = fn(_linear(6, 3, 1))
-    x = torch.randn(4, 6, generator=_gen(2)) * torch.tensor([0.01, 1.0, 30.0, 1000.0])[:, None]
+    x = torch.randn(2, 4, 6, generator=_gen(2)) * torch.tensor([0.01, 1.0, 30.0, 1000.0])[:, None]
+    x[1, 2] = 0.0
     out = module.quantize_input(x)
     expect(
         isinstance(out, tuple) and len(out) == 2, "quantize_input must return (x_q, x_scale)", got=type(out).__name__
     )
     x_q, x_scale = out
-    expect_tensor(x_q, shape=(4, 6), dtype=torch.int8, what="x_q")
-    expect_tensor(x_scale, shape=(4, 1), dtype=torch.float32, what="x_scale")
-    expect_equal(x_q.abs().amax(dim=1).to(torch.long), torch.full((4,), 127), what="max |x_q| of every row")
+    expect_tensor(x_q, shape=(2, 4, 6), dtype=torch.int8, what="x_q")
+    expect_tensor(x_scale, shape=(2, 4, 1), dtype=torch.float32, what="x_scale")
+    peaks = x_q.abs().amax(dim=-1).to(torch.long)
+    want = torch.full((2, 4), 127)
+    want[1, 2] = 0
+    expect_equal(peaks, want, what="max |x_q| of every token")
+    expect_close(x_scale[1, 2], torch.ones(1), atol=0, what="the scale of the all-zero token")
+    error = (x_q.float() * x_scale - x).abs()
+    expect(
+        bool((error <= x_scale / 2 + 1e-6 * x.abs()).all()),
+        "x_q * x_scale must be x rounded to its token's grid (error <= x_scale / 2)",
+        got=f"max error / x_scale = {float((error / x_scale).max()):.3f}",
+    )
 
 
 @linear_q.test(points=1, hint="Cast both int8 operands to int32 before the matmul: x_q.to(torch.int32) @ ...")
@@ -217,15 +246,19 @@ def output_is_close_to_the_float_layer(fn):
     expect_number(float((got - want).norm() / want.norm()), low=0.0, high=0.02, what="the relative error")
 
 
-@linear_q.test(points=1, hint="Work on the last dim only, so that (..., in) inputs give (..., out) outputs.")
-def batched_inputs_keep_their_leading_dims(fn):
-    """an input (2, 3, in) gives (2, 3, out), each token computed as if alone"""
+@linear_q.test(
+    points=2,
+    hint="Work on the last dim only (amax(dim=-1, keepdim=True)), so that (..., in) inputs give (..., out) outputs "
+    "and a token's scale depends on that token alone.",
+)
+def each_token_is_computed_as_if_alone(fn):
+    """an input (2, 3, in) of tokens of very different sizes gives (2, 3, out), each token as if it came alone"""
     module = fn(_linear(8, 5, 5))
-    x = torch.randn(2, 3, 8, generator=_gen(6))
+    x = torch.randn(2, 3, 8, generator=_gen(6)) * torch.logspace(-2, 3, 6).reshape(2, 3, 1)
     with torch.no_grad():
-        out = module(x)
-        expect_tensor(out, shape=(2, 3, 5), dtype=torch.float32)
-        expect_close(out.reshape(6, 5), module(x.reshape(6, 8)), atol=1e-6, what="the flattened output")
+        out = expect_tensor(module(x), shape=(2, 3, 5), dtype=torch.float32)
+        alone = torch.stack([module(token[None])[0] for token in x.reshape(6, 8)]).reshape(2, 3, 5)
+    expect_close(out, alone, atol=1e-6, rtol=1e-6, what="the outputs of the batch, against each token alone")
 
 
 # ---------------------------------------------------------------------------------------------------------------
