@@ -9,6 +9,9 @@ Serves article §8 (chapter 8) and every chapter that wants to show "the same th
   ``CLIPTokenizer.from_pretrained`` silently returns offline in transformers 5.
 * :func:`pretrained_in_cache`, :func:`pretrained_available` — can the pretrained checkpoint be had here (Hub or
   local cache)? Lets a notebook run an optional pretrained section only where it can, and skip it otherwise.
+* :func:`load_pretrained` — any pretrained model (e.g. BLIP captioning :data:`BLIP_CAPTIONING`, ViLT VQA
+  :data:`VILT_VQA`) at its pinned revision, or :class:`PretrainedUnavailable` with a one-line reason (offline and
+  not cached, Hub unreachable, download interrupted); :data:`DOWNLOAD_MB` says how much each one downloads.
 * :func:`load_clip_processor` — the pretrained ``CLIPProcessor`` (pinned revision); :func:`to_pil_images` turns
   image tensors into the PIL images such processors expect; :class:`TokenizerAdapter` gives a Hugging Face
   tokenizer the course's ``encode(texts, max_len)`` interface (for
@@ -27,6 +30,8 @@ checkpoint are maintainer tools: :mod:`mmcourse.dev.stand_in`. Tests and noteboo
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import os
 import re
 import socket
@@ -42,7 +47,12 @@ from mmcourse.train import module_device, seeded
 __all__ = [
     "CLIP_VIT_B32",
     "CLIP_VIT_L14",
+    "BLIP_CAPTIONING",
+    "VILT_VQA",
     "PINNED_REVISIONS",
+    "DOWNLOAD_MB",
+    "PretrainedUnavailable",
+    "load_pretrained",
     "KNOWN_CLIP_CONFIGS",
     "clip_config",
     "hub_offline",
@@ -64,12 +74,20 @@ __all__ = [
 
 CLIP_VIT_B32 = "openai/clip-vit-base-patch32"
 CLIP_VIT_L14 = "openai/clip-vit-large-patch14"
+BLIP_CAPTIONING = "Salesforce/blip-image-captioning-base"
+VILT_VQA = "dandelin/vilt-b32-finetuned-vqa"
 
 PINNED_REVISIONS: dict[str, str] = {
     CLIP_VIT_B32: "3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268",
     CLIP_VIT_L14: "32bd64288804d66eefd0ccbe215aa642df71cc41",
 }
-"""Hub commits the course was written against: a pinned revision gives every student the same weights."""
+"""Hub commits the course was written against: a pinned revision gives every student the same weights.
+
+:data:`BLIP_CAPTIONING` and :data:`VILT_VQA` are not pinned yet — their commit ids could not be read from the Hub
+when these entries were written — so they load ``main``; add ``PINNED_REVISIONS[name] = "<commit sha>"`` to pin."""
+
+DOWNLOAD_MB: dict[str, int] = {CLIP_VIT_B32: 605, BLIP_CAPTIONING: 990, VILT_VQA: 470}
+"""About how many megabytes the weights of each checkpoint download (once; then the Hugging Face cache has them)."""
 
 KNOWN_CLIP_CONFIGS: dict[str, dict] = {
     # CLIPConfig() defaults *are* ViT-B/32: text 12 x 512 (8 heads), vision 12 x 768 (12 heads), patch 32, 224 px.
@@ -258,17 +276,50 @@ def _text_config(model):
     return text_config
 
 
-def _from_hub(auto_class: str, what: str, name: str, revision: str | None):
+class PretrainedUnavailable(ValueError):
+    """A pretrained checkpoint cannot be had here; the message is one line that says why."""
+
+
+def _load_errors() -> tuple[type[BaseException], ...]:
+    """What a failed or interrupted download raises: ``OSError`` (Hub errors, ``requests``), ``ValueError``, and
+    ``httpx`` / ``safetensors`` errors where those packages are installed."""
+    errors: list[type[BaseException]] = [OSError, ValueError]
+    for module, name in (("httpx", "HTTPError"), ("safetensors", "SafetensorError")):
+        found = importlib.util.find_spec(module) and getattr(importlib.import_module(module), name, None)
+        if isinstance(found, type):
+            errors.append(found)
+    return tuple(errors)
+
+
+def _from_hub(auto_class: str, what: str, name: str, revision: str | None, **kwargs):
     """``transformers.<auto_class>.from_pretrained(name)`` at the pinned revision, from the cache when the Hub is
-    out of reach; a clear ``ValueError`` naming ``what`` when it cannot be had."""
+    out of reach (no network attempt when ``HF_HUB_OFFLINE`` is set); :class:`PretrainedUnavailable` naming
+    ``what`` when it cannot be had."""
     if not isinstance(name, str) or not name:
         raise TypeError(f"name must be a non-empty str (a Hub model id), got {name!r}")
     revision = _resolve_revision(name, revision)
     loader = getattr(_transformers(), auto_class)
     try:
-        return loader.from_pretrained(name, revision=revision, local_files_only=not hub_reachable())
-    except (OSError, ValueError) as err:
-        raise ValueError(f"cannot load the {what} of {name!r} here: {str(err).splitlines()[0]}") from err
+        return loader.from_pretrained(name, revision=revision, local_files_only=not hub_reachable(), **kwargs)
+    except _load_errors() as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise PretrainedUnavailable(f"cannot load the {what} of {name!r} here: {reason}") from err
+
+
+def load_pretrained(class_name: str, name: str, *, revision: str | None = None):
+    """``transformers.<class_name>.from_pretrained(name)`` at the pinned revision (:data:`PINNED_REVISIONS`, else
+    ``main``), from the local cache when the Hub is out of reach. A model class (``"BlipForConditionalGeneration"``)
+    comes back in float32 and eval mode; a processor or tokenizer class (``"AutoProcessor"``) as it is.
+
+    Raises:
+        PretrainedUnavailable: offline and not cached, the Hub unreachable, or the download failed or was cut off.
+    """
+    transformers = _transformers()
+    if not isinstance(class_name, str) or not hasattr(transformers, class_name):
+        raise ValueError(f"class_name must name a transformers class, got {class_name!r}")
+    if class_name.endswith(("Processor", "Tokenizer", "TokenizerFast")):
+        return _from_hub(class_name, "processor", name, revision)
+    return _from_hub(class_name, "weights", name, revision, **{_dtype_kwarg(transformers): torch.float32}).eval()
 
 
 def load_clip_tokenizer(name: str = CLIP_VIT_B32, *, revision: str | None = None):

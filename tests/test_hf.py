@@ -107,10 +107,11 @@ def test_load_clip_unknown_name_offline_is_a_clear_error():
 
 
 def test_offline_clip_tokenizer_is_refused():
-    from transformers import CLIPTokenizer
+    import transformers
 
-    with pytest.raises(ValueError, match="only 2 tokens"):
-        hf.check_tokenizer(CLIPTokenizer())  # what from_pretrained silently gives offline
+    if int(transformers.__version__.split(".")[0]) >= 5:  # the trap of transformers 5 (4.x raises instead)
+        with pytest.raises(ValueError, match="only 2 tokens"):
+            hf.check_tokenizer(transformers.CLIPTokenizer())  # what from_pretrained silently gives offline
     with pytest.raises(ValueError, match="tokenizer"):
         hf.load_clip_tokenizer(hf.CLIP_VIT_B32)
 

@@ -1,5 +1,7 @@
 """Explorers redraw on every control change and show a short, stable text form."""
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -8,7 +10,7 @@ import ipywidgets as widgets  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
-from mmcourse.viz.widgets import explorer, figure_png
+from mmcourse.viz.widgets import explorer, figure_png, label_width
 
 
 def _draw(n=1):
@@ -50,3 +52,38 @@ def test_figure_png_closes_the_figure():
     fig = _draw(3)
     assert figure_png(fig).startswith(b"\x89PNG")
     assert not plt.fignum_exists(fig.number)
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    from PIL import Image
+
+    return Image.open(io.BytesIO(png)).size
+
+
+@pytest.mark.parametrize("dpi", [None, 120])  # matplotlib's default (100), and a figure's own
+def test_explorer_draws_like_the_static_figures(dpi):
+    """The pixels of Jupyter's inline backend for ``plt.show()`` (the figure's dpi), shown at their natural size."""
+    from IPython.core.pylabtools import print_figure
+
+    def draw(n):
+        fig = _draw(n)
+        if dpi is not None:
+            fig.set_dpi(dpi)
+        return fig
+
+    static = print_figure(draw(3), "png", bbox_inches="tight")
+    ex = explorer(draw, "lines", n=widgets.IntSlider(value=3, min=1, max=5))
+    assert _png_size(bytes(ex.image.value)) == _png_size(static)
+    assert ex.image.layout.align_self == "flex-start"  # not stretched to the width of the explorer's column
+
+
+def test_explorer_labels_share_a_width_that_fits_the_longest():
+    ex = explorer(lambda tau, image: _draw(), "temperature",
+                  tau=widgets.FloatLogSlider(value=0.07, min=-2, max=0, description="temperature"),
+                  image=widgets.Dropdown(options=[("a", 0), ("b", 1)], description="image"))
+    assert {c.style.description_width for c in ex.controls.values()} == {"12ch"}
+    assert label_width([widgets.IntSlider(description="camera σ (m)")]) == "13ch"
+    assert label_width([widgets.IntSlider()]) is None
+    kept = widgets.IntSlider(value=1, min=1, max=2, description="n", style={"description_width": "initial"})
+    ex = explorer(lambda n, m: _draw(), "x", n=kept, m=widgets.IntSlider(value=1, min=1, max=2, description="m"))
+    assert kept.style.description_width == "initial" and ex.controls["m"].style.description_width == "2ch"

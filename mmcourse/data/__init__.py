@@ -9,7 +9,8 @@ Serves every chapter (course design, "The data world: ShapesWorld"). Modules:
 - :mod:`~mmcourse.data.audio` — optional sound per scene and its log-mel spectrogram;
 - :mod:`~mmcourse.data.tokenizer` — the word-level tokenizer with fixed special ids;
 - :mod:`~mmcourse.data.world` — :class:`ShapesWorld`, its VQA view and the compositional split;
-- :mod:`~mmcourse.data.batching` — :func:`collate` and :func:`make_loader`.
+- :mod:`~mmcourse.data.batching` — :func:`collate` and :func:`make_loader`;
+- :mod:`~mmcourse.data.photos` — :func:`real_photos`: eight real photos with captions and licences (chapters 4, 6, 8).
 
 Quick start::
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 from mmcourse.data.audio import log_mel_spectrogram, synthesize
 from mmcourse.data.batching import collate, make_loader
 from mmcourse.data.language import relation
+from mmcourse.data.photos import Photo, photos_to_tensor, real_photos
 from mmcourse.data.render import object_coverage, render_scenes
 from mmcourse.data.tokenizer import SPECIAL_IDS, SPECIAL_TOKENS, Tokenizer, tokenize
 from mmcourse.data.vocab import (
@@ -65,4 +67,7 @@ __all__ = [
     "object_coverage",
     "synthesize",
     "log_mel_spectrogram",
+    "Photo",
+    "real_photos",
+    "photos_to_tensor",
 ]

@@ -22,12 +22,19 @@ such a directory, written by :func:`write_clip_stand_in`:
 * a ``CLIPProcessor`` with CLIP's image settings (shortest edge → 224 px bicubic, centre crop 224, CLIP's mean and
   std). Without torchvision, transformers loads it as ``CLIPImageProcessorPil`` (the PIL backend), silently.
 
+For the "now on a real model" sections of chapters 4, 6 and 8 there are also **tiny** stand-ins, built in memory
+in a fraction of a second: :func:`tiny_clip_stand_in`, :func:`tiny_blip_captioner` and :func:`tiny_vilt_vqa` — the
+classes of CLIP, BLIP captioning and ViLT VQA (model and processor) with a few small layers and random weights,
+and a real tokenizer with a small vocabulary (:func:`bert_stand_in_tokenizer`, BERT's WordPiece, as BLIP and ViLT
+use). They run the same code as the pretrained models; their outputs are noise.
+
 :func:`prepare_from_pretrained` writes the stand-in only when the real checkpoint cannot be had (no Hub, not in the
 local cache) and prints one line saying which of the three it will be; on Colab the real model is downloaded.
 :class:`ScratchDirectory` makes a fresh temporary directory the working directory until ``close()``, so that the
 stand-in and anything the snippet saves (``quantized_clip_model.pth``) never land beside the notebooks.
 
-Written for transformers 5 (the version the course pins); transformers is imported inside the functions.
+Written for transformers 5 (the version the course pins); the tokenizers and the tiny stand-ins also build on
+transformers 4.40+ (Colab may ship it). transformers is imported inside the functions.
 """
 
 from __future__ import annotations
@@ -66,6 +73,10 @@ __all__ = [
     "tiny_clip_config",
     "build_tiny_hf_clip",
     "ShapesCLIPProcessor",
+    "bert_stand_in_tokenizer",
+    "tiny_clip_stand_in",
+    "tiny_blip_captioner",
+    "tiny_vilt_vqa",
 ]
 
 STAND_IN_KEY = "mmcourse_stand_in"
@@ -164,9 +175,24 @@ def clip_stand_in_tokenizer(words: Sequence[str] | None = None, *, model_max_len
     vocab: dict[str, int] = {}
     for symbol in symbols:
         vocab.setdefault(symbol, len(vocab))
-    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)
+    try:
+        tokenizer = CLIPTokenizer(vocab=vocab, merges=merges)  # transformers 5
+    except TypeError:  # transformers 4.x reads a vocab.json and a merges.txt
+        tokenizer = _clip_tokenizer_from_files(vocab, merges)
     tokenizer.model_max_length = model_max_length
     return tokenizer
+
+
+def _clip_tokenizer_from_files(vocab: dict[str, int], merges: list[tuple[str, str]]):
+    import json
+
+    from transformers import CLIPTokenizerFast
+
+    with tempfile.TemporaryDirectory(prefix="mmcourse-vocab-") as directory:
+        vocab_file, merges_file = Path(directory) / "vocab.json", Path(directory) / "merges.txt"
+        vocab_file.write_text(json.dumps(vocab), encoding="utf-8")
+        merges_file.write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8")
+        return CLIPTokenizerFast(vocab_file=str(vocab_file), merges_file=str(merges_file))
 
 
 def clip_stand_in_processor(tokenizer, image_size: int = 224):
@@ -554,3 +580,98 @@ def _images_to_tensor(images) -> torch.Tensor:
     if len({a.shape for a in arrays}) != 1:
         raise ValueError(f"PIL images must share one size, got {sorted({a.shape[:2] for a in arrays})}")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
+
+
+# ---------------------------------------------------------------- tiny stand-ins for the real-model sections
+
+_TINY_LAYERS = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
+_BERT_SPECIALS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+
+
+def bert_stand_in_tokenizer(words: Sequence[str], *, model_max_length: int = 40):
+    """A real BERT WordPiece tokenizer (lower-casing, ``[CLS] … [SEP]``, as BLIP and ViLT use) whose vocabulary is
+    ``[PAD] [UNK] [CLS] [SEP] [MASK]``, ``words`` and a few punctuation marks; any other word becomes ``[UNK]``.
+
+    Built from a ``vocab.txt`` written to a temporary directory (no download); transformers 4.x and 5.x.
+    """
+    import transformers
+
+    words = _check_words(words)
+    vocab = [*_BERT_SPECIALS, *words, "?", ".", ",", "'", "-"]
+    tokenizer_class = getattr(transformers, "BertTokenizerFast", None) or transformers.BertTokenizer
+    with tempfile.TemporaryDirectory(prefix="mmcourse-vocab-") as directory:
+        (Path(directory) / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+        tokenizer = tokenizer_class.from_pretrained(directory, model_max_length=model_max_length)
+    return tokenizer
+
+
+def _mark_stand_in(model, what: str):
+    setattr(model.config, STAND_IN_KEY, f"random weights in a tiny configuration of {what}")
+    return model.eval()
+
+
+def _image_processor(name: str, **kwargs):
+    """``transformers.<name>Pil`` (transformers 5's PIL backend, no torchvision) or ``<name>`` (4.x)."""
+    import transformers
+
+    return (getattr(transformers, f"{name}Pil", None) or getattr(transformers, name))(**kwargs)
+
+
+def tiny_clip_stand_in(words: Sequence[str], *, seed: int = 0, image_size: int = 32):
+    """``(CLIPModel, CLIPProcessor)``: two 2-layer towers of width 32 with random weights (``seed``), images of
+    ``image_size`` px in 8-px patches, :func:`clip_stand_in_tokenizer` of ``words``."""
+    import transformers
+
+    tokenizer = clip_stand_in_tokenizer(words)
+    text = {**_TINY_LAYERS, "vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length,
+            "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id}
+    vision = {**_TINY_LAYERS, "image_size": image_size, "patch_size": 8}
+    config = transformers.CLIPConfig(text_config=text, vision_config=vision, projection_dim=32)
+    with seeded(seed):
+        model = transformers.CLIPModel(config)
+    return _mark_stand_in(model, "CLIP"), clip_stand_in_processor(tokenizer, image_size=image_size)
+
+
+def tiny_blip_captioner(words: Sequence[str], *, seed: int = 0, image_size: int = 64):
+    """``(BlipForConditionalGeneration, BlipProcessor)``: BLIP's captioner with 2-layer towers of width 32 and
+    random weights (``seed``), images resized to ``image_size`` px, :func:`bert_stand_in_tokenizer` of ``words``
+    plus BLIP's ``[DEC]`` start token. ``generate`` works as for the real one; the captions are noise."""
+    import transformers
+
+    tokenizer = bert_stand_in_tokenizer(words)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    processor = transformers.BlipProcessor(
+        image_processor=_image_processor("BlipImageProcessor", size={"height": image_size, "width": image_size}),
+        tokenizer=tokenizer)
+    text = {**_TINY_LAYERS, "vocab_size": len(tokenizer), "encoder_hidden_size": 32, "max_position_embeddings": 40,
+            "bos_token_id": tokenizer.bos_token_id, "sep_token_id": tokenizer.sep_token_id,
+            "eos_token_id": tokenizer.sep_token_id, "pad_token_id": tokenizer.pad_token_id, "initializer_range": 0.2}
+    # BLIP initialises its vision tower with std 1e-10: every image would give the same caption
+    vision = {**_TINY_LAYERS, "image_size": image_size, "patch_size": 16, "initializer_range": 0.2}
+    config = transformers.BlipConfig(text_config=text, vision_config=vision, projection_dim=32)
+    with seeded(seed):
+        model = transformers.BlipForConditionalGeneration(config)
+    return _mark_stand_in(model, "BLIP captioning"), processor
+
+
+def tiny_vilt_vqa(words: Sequence[str], answers: Sequence[str], *, seed: int = 0, image_size: int = 64):
+    """``(ViltForQuestionAnswering, ViltProcessor)``: ViLT with 2 layers of width 32 and random weights (``seed``)
+    that picks one of ``answers``; images resized to a shorter side of ``image_size`` px (multiples of the 16-px
+    patch), questions with :func:`bert_stand_in_tokenizer` of ``words``."""
+    import transformers
+
+    answers = list(dict.fromkeys(answers))
+    if not answers or not all(isinstance(a, str) and a for a in answers):
+        raise ValueError(f"answers must be non-empty strings, got {answers!r}")
+    tokenizer = bert_stand_in_tokenizer(words)
+    processor = transformers.ViltProcessor(
+        image_processor=_image_processor("ViltImageProcessor", size={"shortest_edge": image_size}, size_divisor=16),
+        tokenizer=tokenizer)
+    config = transformers.ViltConfig(
+        **_TINY_LAYERS, vocab_size=len(tokenizer), image_size=image_size, patch_size=16, max_position_embeddings=40,
+        num_labels=len(answers), id2label=dict(enumerate(answers)), label2id={a: i for i, a in enumerate(answers)},
+        initializer_range=0.2)  # at ViLT's 0.02 a tiny model gives every question the same answer
+    with seeded(seed):
+        model = transformers.ViltForQuestionAnswering(config)
+    return _mark_stand_in(model, "ViLT VQA"), processor
