@@ -66,10 +66,10 @@ def _row_by_row(q, k, mask):
     for b in range(q.shape[0]):
         for i in range(q.shape[1]):
             allowed = mask[b, i].nonzero().flatten()
-            row = torch.zeros(k.shape[1], dtype=q.dtype)
+            weights = torch.zeros(k.shape[1], dtype=q.dtype)
             if len(allowed):
-                row = row.index_put((allowed,), torch.softmax(k[b, allowed] @ q[b, i] * scale, dim=0))
-            rows.append(row)
+                weights = weights.index_put((allowed,), torch.softmax(k[b, allowed] @ q[b, i] * scale, dim=0))
+            rows.append(weights)
     return torch.stack(rows).reshape(q.shape[0], q.shape[1], k.shape[1])
 
 
