@@ -2,7 +2,8 @@
 
 Every submission runs in a fresh kernel (kernel start + ``import torch`` dominate: roughly 4 s of CPU each), then
 the public and hidden tests run in the same kernel. The class mixes complete, empty and partly wrong notebooks,
-all under "Copy of …" names. Target (issue 9): 40 submissions in at most 2 minutes on a 2-core CPU.
+all under "Copy of …" names. Target: 40 submissions in at most 2 minutes on a 2-core CPU. The similarity report
+(``mmcourse grade --similarity``) over the same class is timed too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import nbformat
 from mmcourse.dev.timing import measure
 from mmcourse.grading.grader import GradingOptions, default_hidden_dir, grade_directory
 from mmcourse.grading.layout import MASTERS_DIR, STUDENT_DIR, course_root
+from mmcourse.grading.similarity import similarity_report
 
 WRONG_DROPOUT = (
     "def modality_dropout(image_features, text_features, p, generator=None):\n"
@@ -49,12 +51,16 @@ def _grade_class(n: int) -> dict:
             warmup=0,
             repeats=1,
         )
+        reports = []
+        similarity_timing = measure(lambda: reports.append(similarity_report(submissions)), warmup=0, repeats=3)
     return {
         "submissions": n,
         "workers": 2,
         "graded": sum(o.graded for o in summaries[-1].outcomes),
         "wall_s": round(timing.median, 1),
         "s_per_submission": round(timing.median / n, 2),
+        "similarity_s": round(similarity_timing.median, 2),
+        "flagged_pairs": sum(pair.flagged for pair in reports[-1]),
     }
 
 
@@ -62,8 +68,10 @@ def run(quick: bool = False) -> dict:
     rows = [_grade_class(n) for n in ([2] if quick else [40])]
     return {
         "title": "Grading exercise set 1 submissions (fresh kernel each, public + hidden tests)",
-        "columns": ["submissions", "workers", "graded", "wall_s", "s_per_submission"],
+        "columns": ["submissions", "workers", "graded", "wall_s", "s_per_submission", "similarity_s", "flagged_pairs"],
         "rows": rows,
         "notes": "One run (a run is long and the machine is shared: wall times vary with load). Each submission "
-        "costs a kernel start and `import torch`; with 2 workers on 2 cores the CPU is the limit.",
+        "costs a kernel start and `import torch`; with 2 workers on 2 cores the CPU is the limit. "
+        "similarity_s: the similarity report over the same class (median of 3; nothing executed); the class holds "
+        "identical copies, so many pairs are flagged.",
     }
