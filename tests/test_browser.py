@@ -162,6 +162,25 @@ def _wait_for_redraw(box, before: dict, timeout: float) -> dict:
     raise AssertionError(f"the explorer's figure did not change within {timeout:.0f} s after the slider moved")
 
 
+def _settled_image_state(page, box, timeout: float, quiet: float = 2.0) -> dict:
+    """The figure once the redraws have stopped: the kernel idle and the image unchanged for ``quiet`` seconds.
+
+    Each step of the slider is one redraw, run as its own kernel request: between two of them the kernel is idle for
+    a moment, so "idle" alone can name a figure that a later redraw replaces.
+    """
+    deadline = time.monotonic() + timeout
+    state, since = _image_state(box), time.monotonic()
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        idle = page.evaluate("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status")
+        current = _image_state(box)
+        if current["digest"] != state["digest"] or idle != "idle":
+            state, since = current, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return current
+    raise AssertionError(f"the explorer's figure kept changing for {timeout:.0f} s after the slider stopped")
+
+
 def _check_chapter(page, server, artifacts, timings) -> None:
     chapter = Notebook(page, server, CHAPTER.name).open()
     timings["chapter 1 run all"] = chapter.run_all(RUN_ALL_TIMEOUT)
@@ -179,10 +198,8 @@ def _check_chapter(page, server, artifacts, timings) -> None:
     for _ in range(3):
         handle.press("ArrowRight")
     page.wait_for_function("el => el.textContent.trim() === '0.90'", arg=readout.element_handle(), timeout=10_000)
-    after = _wait_for_redraw(box, before, REDRAW_TIMEOUT)
-    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status "
-                           "=== 'idle'", timeout=REDRAW_TIMEOUT * 1000)
-    after = _image_state(box)  # the last redraw (one per step of the slider)
+    _wait_for_redraw(box, before, REDRAW_TIMEOUT)
+    after = _settled_image_state(page, box, REDRAW_TIMEOUT)  # the last redraw (one per step of the slider)
     assert after["digest"] != before["digest"]
     artifacts.shot(page, "chapter1-explorer-after", target=box)
     assert after["shown"] <= after["natural"] + 1, (
