@@ -148,3 +148,14 @@ def test_check_says_the_same_split_as_the_headings(set_id):
         assert f"the grader's hidden tests give the other {total - public:g}." in last, last
     last = check(set_id, namespace={}, quiet=True).text.splitlines()
     assert any(f"of the set's {exercise_set.max_points(hidden):g} auto-graded points" in line for line in last)
+
+
+def test_exercises_list_shows_each_questions_public_and_total_points(capsys):
+    from mmcourse.__main__ import main
+
+    assert main(["exercises", "list"]) == 0
+    printed = capsys.readouterr().out
+    for set_id in available_sets():
+        for q in load_set(set_id):
+            line = next(line for line in printed.splitlines() if line.split()[:1] == [q.key])
+            assert f"{q.public_points:g} public points of {q.points:g}" in line, line

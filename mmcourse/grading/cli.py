@@ -278,8 +278,8 @@ def _list(args: argparse.Namespace) -> int:
         exercise_set = load_set(set_id)
         print(f"{set_id}  {exercise_set.title}  (chapter {exercise_set.chapter}, version {exercise_set.version})")
         for q in exercise_set:
-            public = sum(t.points for t in q.tests)
-            print(f"    {q.key:40s} {len(q.tests)} public tests, {public:g} public points")
+            total = "" if q.points is None else f" of {q.points:g} (the rest by hidden tests)"
+            print(f"    {q.key:40s} {len(q.tests)} public tests, {q.public_points:g} public points{total}")
         for w in getattr(exercise_set, "written", {}).values():
             print(f"    {w.key:40s} written, {w.points:g} points graded by a person")
     return 0
