@@ -86,18 +86,24 @@ def needs_at_least_two_pairs(fn):
 
 
 def _reference_losses(image, text, text_ids, labels, head, weights, k, logit_scale, class_scale):
-    """Independent version: explicit loops over pairs and classes, log-sum-exp by hand, in float64."""
+    """Independent version: explicit loops over pairs, classes, images and texts, log-sum-exp by hand, in float64.
+
+    ``head`` is an nn.Linear(4D, 1) whose parameters may require gradients (then so does the result)."""
     i = image.double() / image.double().norm(dim=1, keepdim=True)
     t = text.double() / text.double().norm(dim=1, keepdim=True)
     b = i.shape[0]
-    w, bias = head.weight.detach().double()[0], head.bias.detach().double()[0]
+    w, bias = head.weight.double()[0], head.bias.double()[0]
+
+    def same(a, c):
+        return bool(torch.equal(text_ids[a], text_ids[c]))
+
     bce = []
     for shift in range(k + 1):
         for row in range(b):
             other = (row - shift) % b
             x, y = i[row], t[other]
             logit = w @ torch.cat([x, y, x * y, (x - y).abs()]) + bias
-            target = 1.0 if bool(torch.equal(text_ids[row], text_ids[other])) else 0.0
+            target = 1.0 if same(row, other) else 0.0
             bce.append(-(target * F.logsigmoid(logit) + (1 - target) * F.logsigmoid(-logit)))
     implicit = torch.stack(bce).mean()
     ce = []
@@ -108,18 +114,25 @@ def _reference_losses(image, text, text_ids, labels, head, weights, k, logit_sca
                 scores = class_scale * directions @ z[row]
                 ce.append(torch.logsumexp(scores, 0) - scores[labels[name][row]])
     explicit = torch.stack(ce).mean()
-    sim = logit_scale * i @ t.T
-    rows = [torch.logsumexp(sim[r], 0) - sim[r, r] for r in range(b)]
-    cols = [torch.logsumexp(sim[:, c], 0) - sim[c, c] for c in range(b)]
-    contrastive = (torch.stack(rows).mean() + torch.stack(cols).mean()) / 2
+    per_image, per_text = [], []
+    for r in range(b):  # image r against every text; its positives: the texts with r's caption
+        scores = torch.stack([logit_scale * (i[r] @ t[c]) for c in range(b)])
+        positive = torch.stack([scores[c] for c in range(b) if same(r, c)])
+        per_image.append(torch.logsumexp(scores, 0) - torch.logsumexp(positive, 0))
+    for c in range(b):  # text c against every image
+        scores = torch.stack([logit_scale * (i[r] @ t[c]) for r in range(b)])
+        positive = torch.stack([scores[r] for r in range(b) if same(r, c)])
+        per_text.append(torch.logsumexp(scores, 0) - torch.logsumexp(positive, 0))
+    contrastive = (torch.stack(per_image).mean() + torch.stack(per_text).mean()) / 2
     return {"implicit": implicit, "explicit": explicit, "contrastive": contrastive}
 
 
 def _random_problem(seed, b=6, d=4):
     g = _gen(seed)
     image, text = torch.randn(b, d, generator=g), torch.randn(b, d, generator=g)
-    # captions 0 and 1 are word for word the same, and so are 3 and 5: rolled pairs of them are true matches
-    text_ids = torch.tensor([[7, 1], [7, 1], [2, 2], [4, 1], [9, 9], [4, 1]])[:b]
+    # captions 0 and 1 are word for word the same, and so are 3 and 5; 0 shares its second token with 3 and its first
+    # with 4, but they are different captions
+    text_ids = torch.tensor([[7, 1], [7, 1], [2, 2], [4, 1], [7, 9], [4, 1]])[:b]
     labels = {"color": torch.randint(0, 3, (b,), generator=g), "shape": torch.randint(0, 4, (b,), generator=g)}
     weights = {"color": torch.randn(3, d, generator=g), "shape": torch.randn(4, d, generator=g)}
     torch.manual_seed(seed)
@@ -127,26 +140,31 @@ def _random_problem(seed, b=6, d=4):
     return image, text, text_ids, labels, head, weights
 
 
-@HIDDEN.test("alignment_losses", points=0.5)
+_KEYS = ("implicit", "explicit", "contrastive")
+
+
+@HIDDEN.test("alignment_losses", points=2)
 def agrees_with_a_loop_reference_on_random_inputs(fn):
-    """random embeddings, duplicate captions, 1 or 2 negatives per pair: all three losses match a loop reference"""
-    for seed, (k, logit_scale, class_scale) in enumerate([(1, 1 / 0.07, 10.0), (2, 3.0, 2.5)]):
-        image, text, ids, labels, head, weights = _random_problem(seed + 20)
+    """random embeddings, identical captions, 1 to 3 negatives per pair: all three losses match a loop reference"""
+    cases = [(1, 1 / 0.07, 10.0, 6), (2, 3.0, 2.5, 6), (3, 0.5, 1.0, 5)]
+    for seed, (k, logit_scale, class_scale, b) in enumerate(cases):
+        image, text, ids, labels, head, weights = _random_problem(seed + 20, b=b)
         got = fn(
             image, text, ids, labels, head, weights, num_negatives=k, logit_scale=logit_scale, class_scale=class_scale
         )
-        want = _reference_losses(image, text, ids, labels, head, weights, k, logit_scale, class_scale)
-        for key in ("implicit", "explicit", "contrastive"):
-            expect_number(got[key], float(want[key]), atol=1e-4, what=f"losses[{key!r}] (num_negatives={k})")
+        with torch.no_grad():
+            want = _reference_losses(image, text, ids, labels, head, weights, k, logit_scale, class_scale)
+        for key in _KEYS:
+            expect_number(got[key], float(want[key]), atol=1e-4, what=f"losses[{key!r}] (B={b}, num_negatives={k})")
 
 
-@HIDDEN.test("alignment_losses", points=0.5)
-def invariant_to_embedding_length_and_to_reordering_the_batch(fn):
-    """rescaling the embeddings changes nothing; permuting the pairs leaves explicit and contrastive unchanged"""
+@HIDDEN.test("alignment_losses", points=1)
+def invariant_to_embedding_length_reordering_and_swapping(fn):
+    """invariant to rescaled embeddings, reordered pairs (explicit, contrastive), swapped modalities (contrastive)"""
     image, text, ids, labels, head, weights = _random_problem(30)
     base = fn(image, text, ids, labels, head, weights)
     scaled = fn(3.0 * image, 0.2 * text, ids, labels, head, weights)
-    for key in ("implicit", "explicit", "contrastive"):
+    for key in _KEYS:
         expect_number(
             scaled[key], float(base[key].detach()), atol=1e-4, what=f"losses[{key!r}] with rescaled embeddings"
         )
@@ -156,14 +174,66 @@ def invariant_to_embedding_length_and_to_reordering_the_batch(fn):
         expect_number(
             permuted[key], float(base[key].detach()), atol=1e-4, what=f"losses[{key!r}] with the pairs reordered"
         )
+    swapped = fn(text, image, ids, labels, head, weights)
+    expect_number(
+        swapped["contrastive"],
+        float(base["contrastive"].detach()),
+        atol=1e-4,
+        what="the contrastive loss with images and texts swapped",
+    )
 
 
-@HIDDEN.test("alignment_losses", points=0.5)
-def contrastive_limits_of_the_temperature(fn):
-    """contrastive: log(B) at logit_scale 0; tends to 0 for aligned pairs as logit_scale grows"""
-    image, text, ids, labels, head, weights = _random_problem(31)
-    out = fn(image, text, ids, labels, head, weights, logit_scale=0.0)
-    expect_number(out["contrastive"], math.log(6), atol=1e-5, what="the contrastive loss at logit_scale 0")
-    emb = torch.eye(6)
-    sharp = fn(emb, emb.clone(), ids, labels, nn.Linear(24, 1), {"color": torch.eye(3, 6)}, logit_scale=50.0)
-    expect_number(sharp["contrastive"], low=0.0, high=1e-6, what="aligned pairs at logit_scale 50")
+def _contrastive(fn, image, text, ids, logit_scale):
+    d = image.shape[1]
+    labels, weights = {"color": torch.zeros(image.shape[0], dtype=torch.long)}, {"color": torch.eye(2, d)}
+    return fn(image, text, ids, labels, nn.Linear(4 * d, 1), weights, logit_scale=logit_scale)["contrastive"]
+
+
+@HIDDEN.test("alignment_losses", points=1)
+def contrastive_limits(fn):
+    """contrastive: log(B) at scale 0 if captions differ, 0 if all are identical, tends to 0 for separated groups"""
+    image, text = torch.randn(7, 3, generator=_gen(40)), torch.randn(7, 3, generator=_gen(41))
+    distinct = torch.arange(7)[:, None]
+    expect_number(
+        _contrastive(fn, image, text, distinct, 0.0), math.log(7), atol=1e-5, what="distinct captions, logit_scale 0"
+    )
+    one_caption = torch.full((7, 3), 5)
+    for scale in (1.0, 20.0):
+        expect_number(
+            _contrastive(fn, image, text, one_caption, scale),
+            0.0,
+            atol=1e-5,
+            what=f"7 identical captions, logit_scale {scale:g}",
+        )
+    # three groups, each on its own axis, with a little noise: identical texts are no longer identical vectors, so a
+    # loss that lets them compete keeps a floor of about log(group size), but the right one goes to 0
+    groups = torch.tensor([0, 1, 0, 2, 1, 0, 2])
+    axes = torch.eye(3, 4)[groups]
+    noisy_image = axes + 0.05 * torch.randn(7, 4, generator=_gen(42))
+    noisy_text = axes + 0.05 * torch.randn(7, 4, generator=_gen(43))
+    losses = [float(_contrastive(fn, noisy_image, noisy_text, groups[:, None], scale)) for scale in (2.0, 6.0, 60.0)]
+    expect(
+        losses[0] > losses[1] >= losses[2],
+        "for separated groups the contrastive loss must fall as logit_scale grows",
+        got=", ".join(f"{x:.4f}" for x in losses),
+    )
+    expect_number(losses[2], low=0.0, high=1e-6, what="separated noisy groups at logit_scale 60")
+
+
+@HIDDEN.test("alignment_losses", points=1)
+def gradients_agree_with_the_loop_reference(fn):
+    """gradients of contrastive (both embeddings) and of implicit (the head) agree with autograd through a loop"""
+    image, text, ids, labels, head, weights = _random_problem(50)
+    image, text = image.requires_grad_(True), text.requires_grad_(True)
+    got = fn(image, text, ids, labels, head, weights, num_negatives=2, logit_scale=4.0)
+    want = _reference_losses(image, text, ids, labels, head, weights, 2, 4.0, 10.0)
+    for key, inputs, names in (
+        ("contrastive", (image, text), ("image_emb", "text_emb")),
+        ("implicit", (head.weight,), ("the head's weight",)),
+    ):
+        expect(got[key].requires_grad, f"losses[{key!r}] carries no gradient")
+        got_grads = torch.autograd.grad(got[key], inputs, retain_graph=True, allow_unused=True)
+        want_grads = torch.autograd.grad(want[key], inputs, retain_graph=True)
+        for name, g, w in zip(names, got_grads, want_grads, strict=True):
+            expect(g is not None, f"no gradient of losses[{key!r}] reaches {name}")
+            expect_close(g, w, atol=1e-5, what=f"the gradient of losses[{key!r}] with respect to {name}")

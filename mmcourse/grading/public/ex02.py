@@ -14,7 +14,7 @@ SET = ExerciseSet(
     "ex02",
     "A shared space: projection heads, similarity, and three ways to align",
     chapter="02_representation",
-    version=3,
+    version=4,
 )
 
 
@@ -130,13 +130,21 @@ def two_pairs_by_hand(fn):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Chapter 2 prints the three losses (implicit_matching_loss, explicit_attribute_loss, contrastive_loss); on embeddings
-# they are nearly a transcription, so the question carries at most PRINTED_MAX_SHARE of the set: 0.5 points a test.
+# Chapter 2 prints the three losses (implicit_matching_loss, explicit_attribute_loss, contrastive_loss). Its
+# contrastive loss takes only the diagonal as positive, although its batches hold word-for-word identical captions:
+# here those are positives too (a multi-positive InfoNCE), and the implicit loss takes any number of mismatches. The
+# points reward that part, so a copy of the chapter's code earns about a third of them.
 losses_q = SET.question(
     "alignment_losses",
-    "The three alignment objectives: implicit, explicit, contrastive",
-    points=4,
-    printed_in="02_representation: implicit_matching_loss, explicit_attribute_loss, contrastive_loss",
+    "The three alignment objectives, with identical captions as positives",
+    forbidden=(
+        "mmcourse.objectives.contrastive.clip_loss",
+        "mmcourse.objectives.contrastive.contrastive_loss",
+        "mmcourse.labs.ch02_representation.implicit_matching_loss",
+        "mmcourse.labs.ch02_representation.explicit_attribute_loss",
+        "mmcourse.grading.public.ex02._loop_contrastive",  # the public tests' own reference
+    ),
+    points=12,
 )
 
 _KEYS = ("implicit", "explicit", "contrastive")
@@ -154,6 +162,36 @@ def _problem(b=4, d=3, seed=0, ids=None):
     return image, text, text_ids, labels, head, weights
 
 
+#: Six captions (rows of token ids) in three groups of identical ones: {0, 1, 3}, {2, 5} and {4}. Caption 4 shares
+#: its first token with group {0, 1, 3} and caption 2 its second with caption 4: equal in *every* position or not.
+GROUPED_IDS = torch.tensor([[3, 1, 4], [3, 1, 4], [5, 0, 2], [3, 1, 4], [3, 0, 9], [5, 0, 2]])
+GROUP_SIZES = (3, 3, 2, 3, 1, 2)
+
+
+def _contrastive(fn, image, text, ids, logit_scale):
+    """The contrastive term of fn's answer (the other arguments: a matching head and one attribute)."""
+    d = image.shape[1]
+    labels, weights = {"color": torch.zeros(image.shape[0], dtype=torch.long)}, {"color": torch.eye(2, d)}
+    return fn(image, text, ids, labels, nn.Linear(4 * d, 1), weights, logit_scale=logit_scale)["contrastive"]
+
+
+def _loop_contrastive(image, text, ids, logit_scale):
+    """One image (row) and one text (column) at a time, in float64: -log of the probability on its positives."""
+    i = image.double() / image.double().norm(dim=1, keepdim=True)
+    t = text.double() / text.double().norm(dim=1, keepdim=True)
+    b = i.shape[0]
+    per_image, per_text = [], []
+    for r in range(b):
+        scores = torch.stack([logit_scale * (i[r] @ t[c]) for c in range(b)])
+        mine = torch.stack([scores[c] for c in range(b) if torch.equal(ids[c], ids[r])])
+        per_image.append(torch.logsumexp(scores, 0) - torch.logsumexp(mine, 0))
+    for c in range(b):
+        scores = torch.stack([logit_scale * (i[r] @ t[c]) for r in range(b)])
+        mine = torch.stack([scores[r] for r in range(b) if torch.equal(ids[r], ids[c])])
+        per_text.append(torch.logsumexp(scores, 0) - torch.logsumexp(mine, 0))
+    return (torch.stack(per_image).mean() + torch.stack(per_text).mean()) / 2
+
+
 class _ConstantHead(nn.Module):
     """A matching head that answers `value` for every pair and records the features it was given."""
 
@@ -168,7 +206,7 @@ class _ConstantHead(nn.Module):
 
 
 @losses_q.test(
-    points=0.5,
+    points=1,
     hint="Return {'implicit': ..., 'explicit': ..., 'contrastive': ...}, each a 0-d tensor "
     "that autograd can differentiate.",
 )
@@ -198,27 +236,7 @@ def returns_three_differentiable_scalars(fn):
 
 
 @losses_q.test(
-    points=0.5,
-    hint="logits = logit_scale * image @ text.T on L2-normalised embeddings; cross-entropy "
-    "with targets arange(B), along rows and along columns, averaged.",
-)
-def contrastive_on_orthonormal_pairs(fn):
-    """contrastive: orthonormal pairs give log(1 + (B - 1) exp(-logit_scale)); symmetric in image and text"""
-    b = 4
-    emb = torch.eye(b)
-    _, _, ids, labels, _, weights = _problem(b=b, d=b)
-    out = fn(2.0 * emb, emb.clone(), ids, labels, nn.Linear(4 * b, 1), weights, logit_scale=3.0)
-    expect_number(out["contrastive"], math.log(1 + (b - 1) * math.exp(-3.0)), atol=1e-5, what="the contrastive loss")
-    image, text, ids, labels, head, weights = _problem(b=5, d=3, seed=3)
-    forward = fn(image, text, ids, labels, head, weights)["contrastive"]
-    swapped = fn(text, image, ids, labels, head, weights)["contrastive"]
-    expect_number(
-        swapped, float(forward.detach()), atol=1e-5, what="the contrastive loss with images and texts swapped"
-    )
-
-
-@losses_q.test(
-    points=0.5,
+    points=1,
     hint="Both modalities, every attribute: cross-entropy of class_scale * cos(z, w_class); "
     "average the 2 x (number of attributes) losses.",
 )
@@ -241,32 +259,23 @@ def explicit_with_embeddings_on_their_class_directions(fn):
 
 
 @losses_q.test(
-    points=0.5,
-    hint="The head reads torch.cat([i, t, i * t, (i - t).abs()], dim=-1) of normalised embeddings: (B, 4D).",
+    points=1,
+    hint="For k = 0 ... num_negatives the head reads torch.cat([i, t_k, i * t_k, (i - t_k).abs()], dim=-1) with "
+    "t_k = t.roll(k, dims=0); target 1 for k = 0 and for a shifted pair whose text_ids rows are equal, else 0; one "
+    "binary cross-entropy with logits over all (num_negatives + 1) * B pairs.",
 )
-def implicit_feeds_the_head_pair_features(fn):
-    """implicit: the head sees [i; t; i*t; |i-t|] of the true pairs and of rolled (mismatched) pairs"""
-    image, text, ids, labels, _, weights = _problem(b=3, d=2, seed=1)
-    head = _ConstantHead(0.0)
-    out = fn(image, text, ids, labels, head, weights)
-    i, t = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
-    seen = torch.cat(head.seen)
-    expect_tensor(seen, shape=(6, 8), what="all the features the head was given (true pairs, then mismatched)")
-    expect_close(seen[:3], torch.cat([i, t, i * t, (i - t).abs()], dim=-1), what="the features of the true pairs")
-    expect_number(out["implicit"], math.log(2), atol=1e-5, what="the implicit loss when the head always says 0")
-
-
-@losses_q.test(
-    points=0.5,
-    hint="Targets: 1 for the B true pairs, 0 for the rolled ones unless their caption ids are identical; binary "
-    "cross-entropy with logits, mean over all pairs.",
-)
-def implicit_targets_and_negatives(fn):
-    """implicit: a head that always says 'match' is wrong exactly on the mismatched pairs (identical captions match)"""
+def implicit_pairs_targets_and_negatives(fn):
+    """implicit: the head reads [i; t; i*t; |i-t|] of the true and num_negatives shifted pairs; same caption: match"""
     image, text, ids, labels, _, weights = _problem(b=5, d=3, seed=2)
+    i, t = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
     c = 4.0
     for k in (1, 2):
-        out = fn(image, text, ids, labels, _ConstantHead(c), weights, num_negatives=k)
+        head = _ConstantHead(c)
+        out = fn(image, text, ids, labels, head, weights, num_negatives=k)
+        seen = torch.cat(head.seen)
+        expect_tensor(seen, shape=(5 * (k + 1), 12), what=f"all the features the head was given (num_negatives={k})")
+        expect_close(seen[:5], torch.cat([i, t, i * t, (i - t).abs()], dim=-1), what="the features of the true pairs")
+        # a head that always says "match" is right on the B true pairs and wrong on the k * B mismatched ones
         want = (F.softplus(torch.tensor(-c)) + k * F.softplus(torch.tensor(c))) / (k + 1)
         expect_number(out["implicit"], float(want), atol=1e-5, what=f"the implicit loss, num_negatives={k}")
     same = ids.clone()
@@ -274,6 +283,86 @@ def implicit_targets_and_negatives(fn):
     out = fn(image, text, same, labels, _ConstantHead(c), weights, num_negatives=1)
     want = (6 * F.softplus(torch.tensor(-c)) + 4 * F.softplus(torch.tensor(c))) / 10
     expect_number(out["implicit"], float(want), atol=1e-5, what="the implicit loss with two identical captions")
+
+
+@losses_q.test(
+    points=1,
+    hint="logits = logit_scale * i @ t.T on L2-normalised embeddings. When every caption differs, each image's only "
+    "positive is its own text: cross-entropy with targets arange(B) along the rows and along the columns, averaged.",
+)
+def contrastive_with_distinct_captions_is_clips_loss(fn):
+    """contrastive, all captions different: CLIP's loss, log(1 + (B - 1) exp(-s)) for orthonormal pairs; symmetric"""
+    b = 4
+    emb = torch.eye(b)
+    _, _, ids, labels, _, weights = _problem(b=b, d=b)
+    out = fn(2.0 * emb, emb.clone(), ids, labels, nn.Linear(4 * b, 1), weights, logit_scale=3.0)
+    expect_number(out["contrastive"], math.log(1 + (b - 1) * math.exp(-3.0)), atol=1e-5, what="the contrastive loss")
+    image, text, ids, labels, head, weights = _problem(b=5, d=3, seed=3)
+    forward = fn(image, text, ids, labels, head, weights)["contrastive"]
+    swapped = fn(text, image, ids, labels, head, weights)["contrastive"]
+    expect_number(
+        swapped, float(forward.detach()), atol=1e-5, what="the contrastive loss with images and texts swapped"
+    )
+
+
+@losses_q.test(
+    points=1,
+    hint="Two rows of text_ids are the same caption when they agree in every position: compare all pairs of rows by "
+    "broadcasting ((B, 1, L) against (1, B, L)) and require all tokens equal, which gives a (B, B) mask of positives. "
+    "Those texts are positives, not negatives, and not to be dropped either: image r's loss is -log of the probability "
+    "its softmax puts on all its positive texts together, logsumexp(all its scores) - logsumexp(its positives' "
+    "scores). At logit_scale 0 every text gets 1/B, so that is log(B / number of positives).",
+)
+def contrastive_identical_captions_at_logit_scale_zero(fn):
+    """contrastive, logit_scale 0, captions in groups of 3, 2 and 1: the mean of log(B / size of the group)"""
+    image, text = torch.randn(6, 4, generator=_gen(5)), torch.randn(6, 4, generator=_gen(6))
+    want = sum(math.log(6 / size) for size in GROUP_SIZES) / 6
+    expect_number(
+        _contrastive(fn, image, text, GROUPED_IDS, logit_scale=0.0),
+        want,
+        atol=1e-5,
+        what="the contrastive loss at logit_scale 0 (captions {0, 1, 3}, {2, 5}, {4} identical)",
+    )
+
+
+@losses_q.test(
+    points=1,
+    hint="If the loss stays near log(size of the group) here, identical texts still compete: the softmax splits its "
+    "mass among them, and only their sum can approach 1. Sum the probabilities of the positives, then take the log "
+    "(averaging their log-probabilities, i.e. soft targets, has the same floor).",
+)
+def contrastive_separated_groups_cost_almost_nothing(fn):
+    """contrastive, groups of identical captions on their own axes: log(1 + (B - n) / n exp(-s)) per pair, n its group's
+    size: it tends to 0"""
+    direction = torch.eye(3, 5)[[0, 0, 1, 0, 2, 1]]  # the groups of GROUPED_IDS, one axis each
+    for scale in (2.0, 8.0):
+        want = sum(math.log(1 + (6 - n) / n * math.exp(-scale)) for n in GROUP_SIZES) / 6
+        expect_number(
+            _contrastive(fn, 3.0 * direction, direction.clone(), GROUPED_IDS, logit_scale=scale),
+            want,
+            atol=1e-5,
+            what=f"the contrastive loss of separated groups at logit_scale {scale:g}",
+        )
+
+
+@losses_q.test(
+    points=1,
+    hint="Row r: image r against every text (reduce along dim 1); column c: text c against every image (along dim "
+    "0), with the same mask of positives (it is symmetric). Take the mean over the B images and the mean over the B "
+    "texts, then average the two.",
+)
+def contrastive_agrees_with_a_loop_over_images_and_texts(fn):
+    """contrastive, random embeddings of any length, identical captions: agrees with a loop over images and texts"""
+    for seed, scale in ((7, 1.0), (8, 6.0)):
+        image = torch.randn(6, 4, generator=_gen(seed)) * torch.tensor([[0.5], [2], [1], [3], [0.7], [1.5]])
+        text = torch.randn(6, 4, generator=_gen(seed + 10))
+        want = _loop_contrastive(image, text, GROUPED_IDS, scale)
+        expect_number(
+            _contrastive(fn, image, text, GROUPED_IDS, logit_scale=scale),
+            float(want),
+            atol=1e-5,
+            what=f"the contrastive loss at logit_scale {scale:g}",
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
