@@ -39,6 +39,7 @@ from mmcourse.grading.grader import (
     gradebook_csv,
     gradebook_rows,
     merge_manual_scores,
+    merge_scores_into_gradebook,
     read_manual_scores,
     submission_answers,
     written_export,
@@ -481,3 +482,41 @@ def test_a_set_without_written_questions_has_no_written_columns():
     assert exercise_set.written == {}
     text = gradebook_csv(_outcomes()[2:], [])
     assert text.splitlines()[0].endswith("percent,total_with_written,max_with_written,flags,message")
+
+
+def test_merge_scores_fills_a_written_gradebook_without_grading_again(tmp_path, capsys):
+    exercise_set = written_set()
+    gradebook = tmp_path / "grades.csv"
+    gradebook.write_text(gradebook_csv(_outcomes(), [("ex01", "f")], list(exercise_set.written.values())))
+    scores = _scores(tmp_path, "alice.ipynb,ex01.why_late,2.5", "alice.ipynb,ex01.missing_modality,1")
+    merge_scores_into_gradebook(gradebook, scores, sets={"ex01": exercise_set})
+    lines = gradebook.read_text().splitlines()
+    assert lines[0].startswith("submission,set,status,graded,ex01.f,ex01.why_late,ex01.missing_modality,total,")
+    assert lines[1] == "alice.ipynb,ex01,ok,yes,2,2.5,1,2,2,100.0,5.5,7,,"
+    assert lines[2:] == ["bob/b.ipynb,ex01,kernel-died,no,0,,,0,2,0.0,,7,,", "c.txt,,not-a-notebook,no,,,,0,0,,0,0,,"]
+
+    before = gradebook.read_bytes()
+    bad = _scores(tmp_path, "alice.ipynb,ex01.why_late,9")
+    with pytest.raises(ValueError, match="between 0 and 3"):
+        merge_scores_into_gradebook(gradebook, bad, sets={"ex01": exercise_set})
+    assert gradebook.read_bytes() == before, "a bad score must leave the gradebook as it was"
+    with pytest.raises(ValueError, match="not a gradebook"):
+        merge_scores_into_gradebook(scores, scores, sets={"ex01": exercise_set})
+    with pytest.raises(ValueError, match="cannot read the gradebook"):
+        merge_scores_into_gradebook(tmp_path / "missing.csv", scores, sets={"ex01": exercise_set})
+
+
+def test_merge_scores_command_reports_bad_input_and_writes_out(tmp_path, capsys):
+    gradebook = tmp_path / "grades.csv"
+    gradebook.write_text("submission,set\nalice.ipynb,ex01\n")
+    scores = _scores(tmp_path, "alice.ipynb,ex01.dropout_experiment,1")
+    assert main(["exercises", "merge-scores", str(gradebook), str(scores)]) == 2
+    assert "not a gradebook" in capsys.readouterr().err
+    header = "submission,set,status,graded,total,max,percent,total_with_written,max_with_written,flags,message"
+    gradebook.write_text(f"{header}\nalice.ipynb,ex01,ok,yes,10,32,31.2,,35,,\n")
+    out = tmp_path / "merged.csv"
+    assert main(["exercises", "merge-scores", str(gradebook), str(scores), "--out", str(out)]) == 0
+    merged = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+    assert merged[0]["ex01.dropout_experiment"] == "1"
+    assert list(merged[0])[-7:] == header.split(",")[-7:], "new written columns go before the totals"
+    assert gradebook.read_text().startswith(header), "--out leaves the gradebook as it was"

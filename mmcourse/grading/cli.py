@@ -95,7 +95,7 @@ def _add_grade(subparsers) -> None:
 
 
 def _add_exercises(subparsers) -> None:
-    """``mmcourse exercises generate | release | list | gradescope | similarity``."""
+    """``mmcourse exercises generate | release | list | gradescope | similarity | merge-scores``."""
     exercises = subparsers.add_parser("exercises", help="author and release the exercise notebooks")
     sub = exercises.add_subparsers(dest="exercises_command", required=True)
     gen = sub.add_parser("generate", help="regenerate the student notebooks in exercises/ from the masters")
@@ -142,6 +142,30 @@ def _add_exercises(subparsers) -> None:
         "--threshold", type=float, default=None, help="flag pairs at least this similar, in (0, 1] (default 0.9)"
     )
     sim.set_defaults(func=_similarity)
+    merge = sub.add_parser(
+        "merge-scores",
+        help="merge the points given to written answers into a gradebook, without grading again",
+        description="Fill the written-question columns of a gradebook written by `mmcourse grade` from a scores "
+        "CSV (columns submission,question,points; question = exNN.name) and update total_with_written. The "
+        "auto-graded columns are kept; on a bad score nothing is written. The feedback files are not rewritten "
+        "(`mmcourse grade ... --manual scores.csv` grades again and rewrites them).",
+    )
+    merge.add_argument("gradebook", type=Path, help="the gradebook CSV (grades.csv)")
+    merge.add_argument("scores", type=Path, help="the scores CSV")
+    merge.add_argument("--out", type=Path, default=None, help="write here instead of replacing the gradebook")
+    merge.set_defaults(func=_merge_scores)
+
+
+def _merge_scores(args: argparse.Namespace) -> int:
+    from mmcourse.grading.grader import merge_scores_into_gradebook
+
+    try:
+        written = merge_scores_into_gradebook(args.gradebook, args.scores, out=args.out)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"merged {args.scores} into {written}")
+    return 0
 
 
 def _grade(args: argparse.Namespace) -> int:

@@ -86,6 +86,7 @@ __all__ = [
     "gradebook_csv",
     "read_manual_scores",
     "merge_manual_scores",
+    "merge_scores_into_gradebook",
     "written_export",
     "submission_answers",
     "STATUSES",
@@ -955,6 +956,45 @@ def merge_manual_scores(
     return rows
 
 
+def merge_scores_into_gradebook(
+    gradebook: str | Path,
+    scores_path: str | Path,
+    *,
+    out: str | Path | None = None,
+    sets: Mapping[str, ExerciseSet] | None = None,
+) -> Path:
+    """Merge the points of ``scores_path`` into a gradebook CSV written by :func:`grade_directory`, without
+    grading again (``mmcourse exercises merge-scores``); return the path written.
+
+    The auto-graded columns are kept as they are; each score fills its ``exNN.name`` column and the
+    ``*_with_written`` totals follow (see :func:`merge_manual_scores`). A score already in the gradebook and absent
+    from ``scores_path`` stays. ``out`` defaults to ``gradebook`` itself, replaced in one step once everything is
+    checked: on a bad score nothing is written. The feedback files are not rewritten (grading again with
+    ``--manual`` does that).
+
+    Raises:
+        ValueError: an unreadable gradebook or one without the gradebook's columns, and as
+            :func:`merge_manual_scores`.
+    """
+    path = Path(gradebook)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the gradebook {path}: {exc}") from exc
+    reader = csv.DictReader(io.StringIO(text))
+    header = list(reader.fieldnames or [])
+    missing = [c for c in (*GRADEBOOK_HEAD, *GRADEBOOK_TAIL) if c not in header]
+    if missing:
+        raise ValueError(f"{path} is not a gradebook of `mmcourse grade`: no column(s) {', '.join(missing)}")
+    rows = merge_manual_scores(list(reader), scores_path, sets=sets)
+    new_columns = sorted({key for row in rows for key in row if key not in header})
+    cut = header.index(GRADEBOOK_TAIL[0])
+    header = [*header[:cut], *new_columns, *header[cut:]]
+    target = Path(out) if out is not None else path
+    _atomic_write_text(target, _rows_csv(rows, header))
+    return target
+
+
 def _apply_scores(outcomes: Sequence[SubmissionOutcome], rows: Sequence[dict[str, str]], ctx: _Context) -> None:
     """Copy merged written points back into the outcomes (for the feedback files)."""
     by_name = {row["submission"]: row for row in rows}
@@ -989,7 +1029,7 @@ def written_export(
         "",
         f"{len(mine)} submission(s). Give each answer its points in a scores.csv with the columns "
         "`submission,question,points` (question = `exNN.name`), then run "
-        "`mmcourse grade SUBMISSIONS --out grades.csv --manual scores.csv`.",
+        "`mmcourse exercises merge-scores grades.csv scores.csv` (or grade again with `--manual scores.csv`).",
     ]
     if master_problem:
         lines += ["", f"**No rubric or model answer: {master_problem}.**"]
