@@ -516,7 +516,8 @@ def test_merge_scores_command_reports_bad_input_and_writes_out(tmp_path, capsys)
     gradebook.write_text(f"{header}\nalice.ipynb,ex01,ok,yes,10,32,31.2,,35,,\n")
     out = tmp_path / "merged.csv"
     assert main(["exercises", "merge-scores", str(gradebook), str(scores), "--out", str(out)]) == 0
-    merged = list(csv.DictReader(out.open(encoding="utf-8", newline="")))
+    with out.open(encoding="utf-8", newline="") as f:
+        merged = list(csv.DictReader(f))
     assert merged[0]["ex01.dropout_experiment"] == "1"
     assert list(merged[0])[-7:] == header.split(",")[-7:], "new written columns go before the totals"
     assert gradebook.read_text().startswith(header), "--out leaves the gradebook as it was"
