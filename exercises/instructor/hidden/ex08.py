@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from mmcourse.grading.expect import expect, expect_close, expect_equal, expect_number, expect_tensor
+from mmcourse.grading.public.ex08 import _linear
 from mmcourse.grading.spec import HiddenTests
 
 HIDDEN = HiddenTests("ex08")
@@ -86,15 +87,6 @@ def int8_weights_are_about_four_times_smaller(fn):
     expect_number(ratio, low=3.5, high=4.0, what="float32 size / int8 size")
 
 
-def _layer(in_features, out_features, seed, bias=True):
-    layer = nn.Linear(in_features, out_features, bias=bias)
-    with torch.no_grad():
-        layer.weight.copy_(torch.randn(out_features, in_features, generator=_gen(seed)) / in_features**0.5)
-        if bias:
-            layer.bias.copy_(torch.randn(out_features, generator=_gen(seed + 1)))
-    return layer
-
-
 def _reference_int8_linear(layer, x):
     """float64 reference: per-channel weights, per-token inputs, exact integer sums (int64)."""
     w_q, w_scale = _reference_quantize(layer.weight.detach())
@@ -110,7 +102,7 @@ def _reference_int8_linear(layer, x):
 def forward_matches_an_independent_reference(fn):
     """random layers (with and without bias) and tokens of very different sizes agree with an int64 reference"""
     for seed, (n, d_in, d_out, bias) in enumerate([(5, 16, 8, True), (7, 33, 4, False), (1, 3, 9, True)]):
-        layer = _layer(d_in, d_out, 10 * seed, bias=bias)
+        layer = _linear(d_in, d_out, 10 * seed, bias=bias)
         x = torch.randn(n, d_in, generator=_gen(10 * seed + 5)) * torch.logspace(-2, 2, n)[:, None]
         with torch.no_grad():
             got = fn(layer)(x)
@@ -127,7 +119,7 @@ def forward_matches_an_independent_reference(fn):
 def error_is_within_what_rounding_can_cause(fn):
     """rows and tokens of very different sizes: every output is within the error that rounding each x and w to
     its own grid (half a step each) can cause"""
-    layer = _layer(64, 16, 80)
+    layer = _linear(64, 16, 80)
     with torch.no_grad():
         layer.weight.mul_(torch.logspace(-2, 1, 16)[:, None])  # output channels of very different sizes
     x = torch.randn(6, 64, generator=_gen(81)) * torch.logspace(-3, 3, 6)[:, None]  # and tokens too
@@ -173,7 +165,7 @@ def integer_sums_are_exact_beyond_float32(fn):
 @HIDDEN.test("Int8Linear", points=1)
 def each_token_is_quantized_on_its_own(fn):
     """scaling one token by 1000 leaves the other tokens' outputs unchanged, bit for bit"""
-    module = fn(_layer(12, 6, 50))
+    module = fn(_linear(12, 6, 50))
     x = torch.randn(3, 12, generator=_gen(51))
     louder = x.clone()
     louder[1] *= 1000
@@ -184,7 +176,7 @@ def each_token_is_quantized_on_its_own(fn):
 @HIDDEN.test("Int8Linear", points=1)
 def doubling_the_input_doubles_the_output_before_the_bias(fn):
     """dynamic input scale: forward(4 x) - b equals 4 (forward(x) - b) (the integers do not change)"""
-    layer = _layer(20, 7, 60)
+    layer = _linear(20, 7, 60)
     module = fn(layer)
     x = torch.randn(5, 20, generator=_gen(61))
     bias = layer.bias.detach()
@@ -195,7 +187,7 @@ def doubling_the_input_doubles_the_output_before_the_bias(fn):
 @HIDDEN.test("Int8Linear", points=1)
 def zero_rows_and_no_bias_are_safe(fn):
     """no bias, a zero weight row and a zero token: zeros come out, no NaN, the float layer is untouched"""
-    layer = _layer(5, 3, 70, bias=False)
+    layer = _linear(5, 3, 70, bias=False)
     with torch.no_grad():
         layer.weight[1] = 0.0
     before = layer.weight.detach().clone()
